@@ -1,0 +1,96 @@
+//! AWS clients, built once and shared.
+//!
+//! Everything shardwise says to AWS goes through clients made here from the
+//! standard `aws-config` chain, so the same code reaches real AWS and the
+//! local engines: the endpoint comes from `AWS_ENDPOINT_URL`, or per service
+//! `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB`, exactly as the
+//! SDK documents. Tests use this module too; there is no test-only path.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// Why the AWS configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsConfigError {
+    /// Neither the environment nor a profile names a region.
+    #[error(
+        "no AWS region is set: set AWS_REGION (for example AWS_REGION=us-east-1), \
+         or for the local AWS run `eval \"$(localstack/up)\"`"
+    )]
+    NoRegion,
+}
+
+/// The clients of the services shardwise uses. Cheap to clone: each client
+/// shares its connection pool with its clones.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// Builds both clients from one loaded configuration.
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            kinesis: aws_sdk_kinesis::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+        }
+    }
+
+    /// Loads the standard configuration and builds the clients.
+    ///
+    /// # Errors
+    /// [`AwsConfigError::NoRegion`] when no region is configured: every call
+    /// would fail later with a less helpful message.
+    pub async fn from_env() -> Result<Self, AwsConfigError> {
+        let config = load_sdk_config().await;
+        if config.region().is_none() {
+            return Err(AwsConfigError::NoRegion);
+        }
+        Ok(Self::new(&config))
+    }
+}
+
+/// Loads region, credentials and endpoints the standard way (environment,
+/// then profile files, then container or instance metadata).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Names the endpoint a service is reached at, for error messages: the
+/// environment variable that set it, or the AWS default.
+pub fn endpoint_description(service_env_suffix: &str) -> String {
+    let specific = format!("AWS_ENDPOINT_URL_{service_env_suffix}");
+    for name in [specific.as_str(), "AWS_ENDPOINT_URL"] {
+        if let Ok(url) = std::env::var(name) {
+            if !url.is_empty() {
+                return format!("endpoint {url} (from {name})");
+            }
+        }
+    }
+    "the default AWS endpoint".to_string()
+}
+
+/// Renders an error and its sources as one line, `Display` only (the SDK's
+/// own context printer appends a `Debug` dump no newcomer should read).
+/// Adds the likely remedy when nothing listened at the endpoint.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    let mut refused = false;
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        refused |= text.contains("Connection refused");
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if refused {
+        line.push_str(
+            " (nothing answers there: for the local AWS run `eval \"$(localstack/up)\"`; \
+             otherwise check the endpoint variables)",
+        );
+    }
+    line
+}

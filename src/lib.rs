@@ -1,0 +1,17 @@
+//! shardwise: a Kinesis Data Streams consumer with KCL's guarantees, without
+//! the JVM. One binary runs as a lease-coordinated worker or as an AWS Lambda
+//! handler; both feed one batch-processing core. See `DESIGN.md` in the
+//! project's shared notes and the README for the whole picture.
+//!
+//! Module map:
+//! - [`aws`]: builds the AWS SDK clients, the one way the binary and the
+//!   tests reach Kinesis and DynamoDB (standard `AWS_ENDPOINT_URL*` loading).
+//! - [`cli`]: the command line: subcommands, flags and their environment
+//!   variables, as `--help` shows them.
+//! - [`logging`]: `tracing` output, human on a terminal or JSON for CloudWatch.
+//! - [`setup`]: one-shot helpers that create what a local run needs (streams).
+
+pub mod aws;
+pub mod cli;
+pub mod logging;
+pub mod setup;
