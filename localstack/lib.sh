@@ -19,7 +19,7 @@ KINESIS_LOCAL_VERSION=0.6.2
 # Everything the scripts install or write lives here (git-ignored).
 LOCAL_DIR=${SHARDWISE_LOCAL_DIR:-$PROJECT_DIR/.local}
 NPM_DIR=$LOCAL_DIR/npm
-RUN_DIR=$LOCAL_DIR/run
+RUN_DIR=${SHARDWISE_RUN_DIR:-$LOCAL_DIR/run} # pids, logs, the printed env
 SHIM=$LOCAL_DIR/loopback_bind.so
 
 # Ports on 127.0.0.1. kinesis-mock also serves TLS on a second port.
@@ -110,4 +110,14 @@ kinesis_answers() { # kinesis_answers URL
     -H 'Content-Type: application/x-amz-json-1.1' \
     -H 'X-Amz-Target: Kinesis_20131202.ListStreams' \
     -H "Authorization: $FAKE_AUTH" -H 'X-Amz-Date: 20260101T000000Z' -d '{}' 2>/dev/null | grep -q StreamNames
+}
+
+# local_aws_is_up: true when a local AWS that localstack/up started still runs.
+local_aws_is_up() {
+  [ -f "$RUN_DIR/env" ] || return 1
+  case "$(cat "$RUN_DIR/mode" 2>/dev/null)" in
+    native) pid_is_ours "$RUN_DIR/dynamodb.pid" && pid_is_ours "$RUN_DIR/kinesis.pid" ;;
+    docker) kinesis_answers "http://127.0.0.1:$LOCALSTACK_PORT" ;;
+    *) return 1 ;;
+  esac
 }

@@ -61,10 +61,10 @@ pub async fn load_sdk_config() -> SdkConfig {
 pub fn endpoint_description(service_env_suffix: &str) -> String {
     let specific = format!("AWS_ENDPOINT_URL_{service_env_suffix}");
     for name in [specific.as_str(), "AWS_ENDPOINT_URL"] {
-        if let Ok(url) = std::env::var(name) {
-            if !url.is_empty() {
-                return format!("endpoint {url} (from {name})");
-            }
+        if let Ok(url) = std::env::var(name)
+            && !url.is_empty()
+        {
+            return format!("endpoint {url} (from {name})");
         }
     }
     "the default AWS endpoint".to_string()
