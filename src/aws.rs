@@ -94,3 +94,66 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     }
     line
 }
+
+/// What to do about a failed AWS call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Throttling, a 5xx, a timeout or a broken connection: the same call
+    /// may succeed later; back off and retry.
+    Transient,
+    /// The request itself is wrong, or refused for good (missing table,
+    /// access denied, validation): retrying cannot help.
+    Permanent,
+}
+
+/// Error codes AWS uses for throttling and overload, across services.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "TransactionInProgressException",
+];
+
+/// The one place that decides whether an AWS call is worth retrying. The
+/// SDK has already retried transient failures a few times (its standard
+/// strategy: exponential backoff with jitter) by the time this sees them.
+pub fn retry_class<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Retry
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+    R: HttpStatus,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Retry::Transient
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            if TRANSIENT_CODES.contains(&code) || service.raw().status() >= 500 {
+                Retry::Transient
+            } else {
+                Retry::Permanent
+            }
+        }
+        // ConstructionFailure and anything a future SDK adds: a bug or a
+        // bad setting on our side; retrying would repeat it.
+        _ => Retry::Permanent,
+    }
+}
+
+/// The HTTP status of a raw response, for [`retry_class`].
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

@@ -8,10 +8,20 @@
 //!   tests reach Kinesis and DynamoDB (standard `AWS_ENDPOINT_URL*` loading).
 //! - [`cli`]: the command line: subcommands, flags and their environment
 //!   variables, as `--help` shows them.
+//! - [`lambda`]: the Lambda handler: Kinesis events in, partial-batch
+//!   failure responses out.
 //! - [`logging`]: `tracing` output, human on a terminal or JSON for CloudWatch.
+//! - [`record`]: `Record`, `ShardId`, `Position` (sequence + sub-sequence,
+//!   totally ordered), built from both modes' inputs.
 //! - [`setup`]: one-shot helpers that create what a local run needs (streams).
+//! - [`sink`]: the counts table: exactly-once application of a batch's counts.
+//! - [`wordcount`]: the pure core: a batch of records in, counts per word out.
 
 pub mod aws;
 pub mod cli;
+pub mod lambda;
 pub mod logging;
+pub mod record;
 pub mod setup;
+pub mod sink;
+pub mod wordcount;

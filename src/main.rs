@@ -6,15 +6,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use shardwise::aws::Clients;
-use shardwise::cli::{Cli, Command, SetupArgs};
+use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, SetupArgs};
+use shardwise::sink::{self, CountsSink};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.command.is_none() && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        // Inside Lambda the runtime starts the binary with no arguments:
+        // parse as `lambda`, so its settings come from the environment.
+        cli = Cli::parse_from(["shardwise", "lambda"]);
+    }
     shardwise::logging::init(cli.log_format);
     let command = match cli.command {
         Some(command) => command,
-        // Inside Lambda the runtime starts the binary with no arguments.
-        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,
         None => {
             // Best effort: a closed stdout must not turn help into a panic.
             let _ = Cli::command().print_help();
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Setup(args) => block_on(setup(args)),
+        Command::Lambda(args) => block_on(lambda(args)),
+        Command::Counts(args) => block_on(counts(args)),
         other => {
             let issue = other.not_built_yet().unwrap_or("a later issue");
             anyhow::bail!(
@@ -58,5 +64,37 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         "{verb} stream {} ({} open shards): {}",
         args.stream, ready.open_shards, ready.arn
     );
+    let table = &args.table.counts_table;
+    let created = sink::create_table_if_missing(&clients.dynamodb, table).await?;
+    let verb = if created { "created" } else { "found" };
+    println!("{verb} counts table {table}");
+    Ok(())
+}
+
+async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
+    // Clients are built once per cold start and shared by every invocation.
+    let clients = Clients::from_env().await?;
+    let sink = CountsSink::new(
+        clients.dynamodb,
+        args.table.counts_table,
+        args.sink_concurrency,
+    );
+    shardwise::lambda::run(shardwise::lambda::Handler::new(sink))
+        .await
+        .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
+}
+
+async fn counts(args: CountsArgs) -> anyhow::Result<()> {
+    let clients = Clients::from_env().await?;
+    let totals = sink::read_totals(&clients.dynamodb, &args.table.counts_table).await?;
+    let words: u64 = totals.iter().map(|(_, count)| count).sum();
+    println!(
+        "{} distinct words, {words} in all (table {})",
+        totals.len(),
+        args.table.counts_table
+    );
+    for (word, count) in totals.iter().take(args.top) {
+        println!("{count:>12}  {word}");
+    }
     Ok(())
 }
