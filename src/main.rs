@@ -72,6 +72,14 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
 }
 
 async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
+    // The runtime client would panic without it; say what to do instead.
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        anyhow::bail!(
+            "`shardwise lambda` serves the AWS Lambda runtime API, and AWS_LAMBDA_RUNTIME_API \
+             is not set: deploy it as a Lambda function, or run it locally behind \
+             `cargo lambda watch --only-lambda-apis` with the variables that command prints"
+        );
+    }
     // Clients are built once per cold start and shared by every invocation.
     let clients = Clients::from_env().await?;
     let sink = CountsSink::new(

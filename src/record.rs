@@ -263,6 +263,69 @@ mod tests {
         }
     }
 
+    #[test]
+    fn records_from_get_records_keep_everything_the_core_needs() {
+        let sdk = aws_sdk_kinesis::types::Record::builder()
+            .sequence_number("49568167373333333333333333333333333333333333333333333333")
+            .partition_key("user-7")
+            .data(aws_sdk_kinesis::primitives::Blob::new("hello world"))
+            .approximate_arrival_timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(
+                1_764_000_000,
+            ))
+            .build()
+            .expect("record");
+        let record =
+            Record::from_kinesis("orders".into(), ShardId::new("shardId-000000000003"), sdk)
+                .expect("valid");
+        assert_eq!(&*record.stream, "orders");
+        assert_eq!(record.shard_id.as_str(), "shardId-000000000003");
+        assert_eq!(
+            record.position,
+            Position::new(
+                seq("49568167373333333333333333333333333333333333333333333333"),
+                0
+            )
+        );
+        assert_eq!(record.partition_key, "user-7");
+        assert_eq!(record.data, b"hello world");
+        assert_eq!(
+            record.arrival,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000))
+        );
+    }
+
+    #[test]
+    fn records_from_lambda_take_the_shard_from_the_event_id() {
+        let event = |event_id: &str,
+                     sequence: &str|
+         -> aws_lambda_events::event::kinesis::KinesisEventRecord {
+            serde_json::from_value(serde_json::json!({
+                "kinesis": {"partitionKey": "k", "sequenceNumber": sequence, "data": "aGk=", "approximateArrivalTimestamp": 1764000000.5},
+                "eventID": event_id,
+                "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/clicks"
+            }))
+            .expect("event record")
+        };
+        let record =
+            Record::from_lambda(event("shardId-000000000001:4956", "4956")).expect("valid");
+        assert_eq!(record.shard_id.as_str(), "shardId-000000000001");
+        assert_eq!(&*record.stream, "clicks");
+        assert_eq!(record.data, b"hi");
+        assert_eq!(record.position.sequence.as_str(), "4956");
+        assert!(matches!(
+            Record::from_lambda(event("", "4956")),
+            Err(RecordError::BadEventId(_))
+        ));
+        assert!(matches!(
+            Record::from_lambda(event("4956", "4956")),
+            Err(RecordError::BadEventId(_))
+        ));
+        assert!(matches!(
+            Record::from_lambda(event("shardId-000000000001:x", "x")),
+            Err(RecordError::BadSequenceNumber(_))
+        ));
+    }
+
     /// Digit strings of any length the API allows, leading zeros included.
     fn digits() -> impl Strategy<Value = String> {
         prop_oneof![

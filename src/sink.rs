@@ -27,6 +27,15 @@
 //! over the records after the mark and applied on condition that the mark is
 //! still the one read. Any re-delivery that keeps a shard's records in order
 //! — retries, overlaps, bisection, a failover — counts each record once.
+//!
+//! **The precondition**: no batch is applied before every record preceding
+//! its `first` has been applied. In-order delivery guarantees it (the
+//! worker checkpoints only applied positions; Lambda with
+//! `ParallelizationFactor` 1 sends a shard's next batch only after the
+//! previous one succeeded). Batches may repeat, overlap and even race, as a
+//! timed-out invocation's writes race its retries; but a batch that *skips
+//! ahead* of unapplied records would have its first write claim them (an
+//! absent mark cannot tell "no earlier occurrences" from "not applied yet").
 
 use std::borrow::Cow;
 use std::collections::HashMap;

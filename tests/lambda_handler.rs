@@ -178,6 +178,31 @@ async fn bisected_batches_delivered_in_order_count_each_record_once() {
     assert_eq!(fx.totals().await, expected(&all));
 }
 
+/// A slow invocation racing its own retries: Lambda timed out on records
+/// 51–200, and its UpdateItem calls land while the retry (51–200) and a
+/// bisected half (51–125) run. Every recount is conditioned on the mark it
+/// read, so the losers re-read, and each record still counts once.
+#[tokio::test]
+async fn an_invocation_racing_its_retries_counts_each_record_once() {
+    let fx = Fixture::new().await;
+    let all = producer_records(5, 1..=300);
+    fx.deliver(&all[0..50]).await;
+    for _ in 0..3 {
+        let (a, b, c) = tokio::join!(
+            fx.deliver(&all[50..200]),
+            fx.deliver(&all[50..200]),
+            fx.deliver(&all[50..125])
+        );
+        assert!(
+            a.is_empty() && b.is_empty() && c.is_empty(),
+            "{a:?} {b:?} {c:?}"
+        );
+        assert_eq!(fx.totals().await, expected(&all[0..200]));
+    }
+    fx.deliver(&all[125..300]).await;
+    assert_eq!(fx.totals().await, expected(&all));
+}
+
 #[tokio::test]
 async fn bad_records_are_skipped_and_never_reported() {
     let fx = Fixture::new().await;
