@@ -22,8 +22,10 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use tracing::{info, warn};
 
+use crate::aggregation::deaggregate_batch;
 use crate::record::Record;
 use crate::sink::{CountsSink, SinkError};
+use crate::wordcount::BadRecord;
 
 /// Why a whole invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,21 +68,17 @@ impl Handler {
     /// passing failure is reported in the response instead.
     pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
         let mut response = KinesisEventResponse::default();
-        for batch in group_by_shard(event) {
+        for records in group_by_shard(event) {
+            // KPL aggregates become their user records (Lambda does not
+            // de-aggregate); corrupt ones are skipped like any bad record.
+            let (batch, corrupt) = deaggregate_batch(records);
+            corrupt.iter().for_each(BadRecord::log);
             let Some(first) = batch.first() else { continue };
             let shard_id = first.shard_id.clone();
             let lowest_sequence = first.position.sequence.to_string();
             match self.sink.apply(&batch).await {
                 Ok((report, counts)) => {
-                    for bad in &counts.bad {
-                        warn!(
-                            shard_id = %bad.shard_id,
-                            sequence_number = %bad.position.sequence,
-                            sub_sequence_number = bad.position.sub_sequence,
-                            reason = bad.reason.label(),
-                            "skipped a record that cannot be counted: {}", bad.reason
-                        );
-                    }
+                    counts.bad.iter().for_each(BadRecord::log);
                     info!(
                         shard_id = %shard_id,
                         records = batch.len(),

@@ -4,6 +4,8 @@
 //! project's shared notes and the README for the whole picture.
 //!
 //! Module map:
+//! - [`aggregation`]: the KPL aggregated-record format: decode (both
+//!   modes) and encode (the producer).
 //! - [`aws`]: builds the AWS SDK clients, the one way the binary and the
 //!   tests reach Kinesis and DynamoDB (standard `AWS_ENDPOINT_URL*` loading).
 //! - [`cli`]: the command line: subcommands, flags and their environment
@@ -17,6 +19,7 @@
 //! - [`sink`]: the counts table: exactly-once application of a batch's counts.
 //! - [`wordcount`]: the pure core: a batch of records in, counts per word out.
 
+pub mod aggregation;
 pub mod aws;
 pub mod cli;
 pub mod lambda;

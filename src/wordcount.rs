@@ -17,6 +17,7 @@
 
 use hashbrown::HashMap;
 
+use crate::aggregation::AggregationError;
 use crate::record::{Position, Record, ShardId};
 
 /// Why a record was skipped.
@@ -26,6 +27,8 @@ pub enum BadRecordReason {
     Empty,
     /// Not valid UTF-8; `valid_up_to` bytes were.
     InvalidUtf8 { valid_up_to: usize },
+    /// A KPL aggregate that cannot be decoded.
+    CorruptAggregate(AggregationError),
 }
 
 impl BadRecordReason {
@@ -34,6 +37,7 @@ impl BadRecordReason {
         match self {
             BadRecordReason::Empty => "empty",
             BadRecordReason::InvalidUtf8 { .. } => "invalid_utf8",
+            BadRecordReason::CorruptAggregate(error) => error.label(),
         }
     }
 }
@@ -45,6 +49,7 @@ impl std::fmt::Display for BadRecordReason {
             BadRecordReason::InvalidUtf8 { valid_up_to } => {
                 write!(f, "not valid UTF-8 after byte {valid_up_to}")
             }
+            BadRecordReason::CorruptAggregate(error) => error.fmt(f),
         }
     }
 }
@@ -55,6 +60,21 @@ pub struct BadRecord {
     pub shard_id: ShardId,
     pub position: Position,
     pub reason: BadRecordReason,
+}
+
+impl BadRecord {
+    /// Logs the record once, as a warning: where it is and why it was
+    /// skipped, never its data.
+    pub fn log(&self) {
+        tracing::warn!(
+            shard_id = %self.shard_id,
+            sequence_number = %self.position.sequence,
+            sub_sequence_number = self.position.sub_sequence,
+            reason = self.reason.label(),
+            "skipped a record that cannot be counted: {}",
+            self.reason
+        );
+    }
 }
 
 /// Counts per word. One-byte words (the producer's digits) are counted in

@@ -12,10 +12,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use base64::Engine;
-use common::{local_clients, unique_name};
+use common::{Put, expected_counts, lambda_event, local_clients, put_and_read_back, unique_name};
 use shardwise::sink;
 
 /// Kills a child process when the test ends, passed or failed.
@@ -62,40 +59,6 @@ fn wait_for_port(port: u16, child: &mut Child) {
     }
 }
 
-/// One shard's records as Lambda's event source mapping would send them.
-fn event_for_shard(
-    stream_arn: &str,
-    shard_id: &str,
-    records: &[aws_sdk_kinesis::types::Record],
-) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            let arrival = r
-                .approximate_arrival_timestamp()
-                .map(|t| t.as_secs_f64())
-                .unwrap_or_default();
-            serde_json::json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key(),
-                    "sequenceNumber": r.sequence_number(),
-                    "data": base64::engine::general_purpose::STANDARD.encode(r.data().as_ref()),
-                    "approximateArrivalTimestamp": arrival
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard_id}:{}", r.sequence_number()),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::000000000000:role/shardwise",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": stream_arn
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api() {
     let cargo_lambda = cargo_lambda();
@@ -114,65 +77,20 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
         .map(|i| format!("{} {} lambda e2e", i % 10, (i * 3) % 10).into_bytes())
         .collect();
     texts.push(b"bad \xff bytes".to_vec());
-    let entries = texts
+    let puts: Vec<Put> = texts
         .iter()
         .enumerate()
-        .map(|(i, data)| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("key-{i}"))
-                .data(Blob::new(data.clone()))
-                .build()
-                .expect("entry")
+        .map(|(i, data)| Put {
+            partition_key: format!("key-{i}"),
+            explicit_hash_key: None,
+            data: data.clone(),
         })
-        .collect::<Vec<_>>();
-    let put = clients
-        .kinesis
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
+        .collect();
+    let events: Vec<serde_json::Value> = put_and_read_back(&clients.kinesis, &stream, &puts)
         .await
-        .expect("PutRecords");
-    assert_eq!(put.failed_record_count(), Some(0));
-
-    let mut events = Vec::new();
-    let shards = clients
-        .kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await
-        .expect("ListShards");
-    let mut read_back = 0;
-    for shard in shards.shards() {
-        let iterator = clients
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(&stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator")
-            .shard_iterator
-            .expect("iterator");
-        let page = clients
-            .kinesis
-            .get_records()
-            .shard_iterator(iterator)
-            .send()
-            .await
-            .expect("GetRecords");
-        read_back += page.records().len();
-        if !page.records().is_empty() {
-            events.push(event_for_shard(
-                &ready.arn,
-                shard.shard_id(),
-                page.records(),
-            ));
-        }
-    }
-    assert_eq!(read_back, texts.len(), "every record read back");
+        .iter()
+        .map(|(shard, records)| lambda_event(&ready.arn, shard, records))
+        .collect();
 
     // The emulator, on loopback, and the binary behind it.
     let port = free_port();
@@ -231,14 +149,7 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
         })
     };
 
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for text in &texts {
-        if let Ok(text) = std::str::from_utf8(text) {
-            for word in text.split_whitespace() {
-                *expected.entry(word.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
+    let expected = expected_counts(texts.iter().map(Vec::as_slice));
     for round in ["first delivery", "redelivery"] {
         for event in &events {
             let response = invoke(event);

@@ -28,3 +28,144 @@ pub async fn local_clients() -> Clients {
 pub fn project_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A record to put: partition key, explicit hash key, data.
+pub struct Put {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Puts `puts` into `stream` (at most 500 per call, all must succeed), then
+/// reads every shard back from TRIM_HORIZON: `(shard id, records)` for each
+/// shard that holds any, in order.
+pub async fn put_and_read_back(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    puts: &[Put],
+) -> Vec<(String, Vec<aws_sdk_kinesis::types::Record>)> {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+    for chunk in puts.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|p| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(&p.partition_key)
+                    .set_explicit_hash_key(p.explicit_hash_key.clone())
+                    .data(Blob::new(p.data.clone()))
+                    .build()
+                    .expect("entry")
+            })
+            .collect::<Vec<_>>();
+        let out = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("PutRecords");
+        assert_eq!(
+            out.failed_record_count(),
+            Some(0),
+            "kinesis-mock never throttles"
+        );
+    }
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("ListShards");
+    let mut read = Vec::new();
+    let mut total = 0;
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator;
+        let mut records = Vec::new();
+        // Until a page comes back empty and caught up.
+        while let Some(it) = iterator {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .expect("GetRecords");
+            let empty = page.records().is_empty();
+            records.extend(page.records().iter().cloned());
+            iterator = page.next_shard_iterator;
+            if empty && page.millis_behind_latest.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        total += records.len();
+        if !records.is_empty() {
+            read.push((shard.shard_id().to_string(), records));
+        }
+    }
+    assert_eq!(total, puts.len(), "every record read back");
+    read
+}
+
+/// One shard's records as a Lambda event source mapping sends them.
+pub fn lambda_event(
+    stream_arn: &str,
+    shard_id: &str,
+    records: &[aws_sdk_kinesis::types::Record],
+) -> serde_json::Value {
+    use base64::Engine;
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let arrival = r
+                .approximate_arrival_timestamp()
+                .map(|t| t.as_secs_f64())
+                .unwrap_or_default();
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key(),
+                    "sequenceNumber": r.sequence_number(),
+                    "data": base64::engine::general_purpose::STANDARD.encode(r.data().as_ref()),
+                    "approximateArrivalTimestamp": arrival
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{shard_id}:{}", r.sequence_number()),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::000000000000:role/shardwise",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": stream_arn
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+/// Word totals of texts, counted independently of shardwise.
+pub fn expected_counts<'a>(
+    texts: impl IntoIterator<Item = &'a [u8]>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for text in texts {
+        if let Ok(text) = std::str::from_utf8(text) {
+            for word in text.split_whitespace() {
+                *counts.entry(word.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Clients and a stream, for tests that share a setup.
+pub struct Fixture {
+    pub clients: Clients,
+    pub stream_arn: String,
+}
