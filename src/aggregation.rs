@@ -19,6 +19,9 @@
 //! counts what the shard delivered.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use md5::{Digest, Md5};
 use prost::Message;
@@ -50,8 +53,9 @@ pub struct UserRecordProto {
     pub partition_key_index: u64,
     #[prost(uint64, optional, tag = "2")]
     pub explicit_hash_key_index: Option<u64>,
-    #[prost(bytes = "vec", required, tag = "3")]
-    pub data: Vec<u8>,
+    /// `Bytes`: decoded from a `Bytes` buffer, a slice of it, not a copy.
+    #[prost(bytes = "bytes", required, tag = "3")]
+    pub data: Bytes,
     #[prost(message, repeated, tag = "4")]
     pub tags: Vec<Tag>,
 }
@@ -116,19 +120,20 @@ pub fn deaggregate(record: Record) -> Result<Vec<Record>, AggregationError> {
     if !is_aggregated(&record.data) {
         return Ok(vec![record]);
     }
-    let aggregate = decode(&record.data)?;
     let AggregatedRecord {
         partition_key_table,
         records,
         ..
-    } = aggregate;
+    } = decode_bytes(record.data.clone())?;
+    // Each key once; user records share it.
+    let keys: Vec<Arc<str>> = partition_key_table.into_iter().map(Arc::from).collect();
     let mut users = Vec::with_capacity(records.len());
     for (index, user) in records.into_iter().enumerate() {
         let partition_key = usize::try_from(user.partition_key_index)
             .ok()
-            .and_then(|i| partition_key_table.get(i))
+            .and_then(|i| keys.get(i))
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| Arc::from(""));
         users.push(Record {
             stream: record.stream.clone(),
             shard_id: record.shard_id.clone(),
@@ -167,12 +172,20 @@ pub fn deaggregate_batch(records: Vec<Record>) -> (Vec<Record>, Vec<BadRecord>) 
 /// # Errors
 /// [`AggregationError`] for any corruption.
 pub fn decode(data: &[u8]) -> Result<AggregatedRecord, AggregationError> {
-    let body = data.get(MAGIC.len()..).unwrap_or_default();
-    if body.len() < DIGEST_LEN {
-        return Err(AggregationError::TooShort { len: data.len() });
+    decode_bytes(Bytes::copy_from_slice(data))
+}
+
+/// [`decode`] without copying: user records' data are slices of `data`.
+///
+/// # Errors
+/// [`AggregationError`] for any corruption.
+pub fn decode_bytes(data: Bytes) -> Result<AggregatedRecord, AggregationError> {
+    let len = data.len();
+    if len < MAGIC.len() + DIGEST_LEN {
+        return Err(AggregationError::TooShort { len });
     }
-    let (message, digest) = body.split_at(body.len() - DIGEST_LEN);
-    if Md5::digest(message).as_slice() != digest {
+    let message = data.slice(MAGIC.len()..len - DIGEST_LEN);
+    if Md5::digest(&message).as_slice() != &data[len - DIGEST_LEN..] {
         return Err(AggregationError::Md5Mismatch);
     }
     let aggregate = AggregatedRecord::decode(message).map_err(|_| AggregationError::Protobuf)?;
@@ -359,7 +372,7 @@ impl Aggregator {
         self.message.records.push(UserRecordProto {
             partition_key_index: partition_key_index as u64,
             explicit_hash_key_index: explicit_hash_key_index.map(|i| i as u64),
-            data: user.data,
+            data: Bytes::from(user.data),
             tags: Vec::new(),
         });
     }
@@ -400,7 +413,7 @@ mod tests {
             position: Position::new(SequenceNumber::parse("4956816737").expect("seq"), 0),
             partition_key: "outer".into(),
             arrival: None,
-            data,
+            data: Bytes::from(data),
         }
     }
 
@@ -437,13 +450,7 @@ mod tests {
         let users = deaggregate(kinesis_record(small_aggregate())).expect("valid");
         let summary: Vec<_> = users
             .iter()
-            .map(|r| {
-                (
-                    r.position.sub_sequence,
-                    r.partition_key.as_str(),
-                    r.data.as_slice(),
-                )
-            })
+            .map(|r| (r.position.sub_sequence, &*r.partition_key, &r.data[..]))
             .collect();
         assert_eq!(
             summary,
@@ -501,7 +508,7 @@ mod tests {
             records: vec![UserRecordProto {
                 partition_key_index: 3,
                 explicit_hash_key_index: None,
-                data: b"x".to_vec(),
+                data: Bytes::from_static(b"x"),
                 tags: vec![],
             }],
         };
@@ -520,13 +527,13 @@ mod tests {
                 UserRecordProto {
                     partition_key_index: 0,
                     explicit_hash_key_index: Some(0),
-                    data: b"x".to_vec(),
+                    data: Bytes::from_static(b"x"),
                     tags: vec![],
                 },
                 UserRecordProto {
                     partition_key_index: 0,
                     explicit_hash_key_index: Some(1),
-                    data: b"y".to_vec(),
+                    data: Bytes::from_static(b"y"),
                     tags: vec![],
                 },
             ],
@@ -631,7 +638,7 @@ mod tests {
                     round_trip.push(UserRecord {
                         partition_key: message.partition_key_table[r.partition_key_index as usize].clone(),
                         explicit_hash_key: r.explicit_hash_key_index.map(|i| message.explicit_hash_key_table[i as usize].clone()),
-                        data: r.data,
+                        data: r.data.to_vec(),
                     });
                 }
             }

@@ -11,6 +11,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 /// Kinesis's limit on a sequence number's length: the API documents the
 /// pattern `0|([1-9]\d{0,128})`, so up to 129 digits (real ones have 56).
 pub const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -52,7 +54,7 @@ impl fmt::Display for ShardId {
 /// A Kinesis sequence number, kept as its decimal digits without leading
 /// zeros (`"0"` for zero).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(Box<str>);
+pub struct SequenceNumber(Arc<str>);
 
 impl SequenceNumber {
     /// Parses a decimal sequence number.
@@ -159,10 +161,13 @@ pub struct Record {
     pub stream: Arc<str>,
     pub shard_id: ShardId,
     pub position: Position,
-    pub partition_key: String,
+    /// Shared, not copied, by the user records of one KPL aggregate.
+    pub partition_key: Arc<str>,
     /// When Kinesis received the record (approximate, from Kinesis).
     pub arrival: Option<SystemTime>,
-    pub data: Vec<u8>,
+    /// The bytes. `Bytes` so that the user records of an aggregate are
+    /// slices of it rather than copies.
+    pub data: Bytes,
 }
 
 impl Record {
@@ -180,11 +185,11 @@ impl Record {
             stream,
             shard_id,
             position: Position::new(sequence, 0),
-            partition_key: record.partition_key.unwrap_or_default(),
+            partition_key: record.partition_key.unwrap_or_default().into(),
             arrival: record
                 .approximate_arrival_timestamp
                 .and_then(|at| SystemTime::try_from(at).ok()),
-            data: record.data.into_inner(),
+            data: Bytes::from(record.data.into_inner()),
         })
     }
 
@@ -213,9 +218,9 @@ impl Record {
             stream: stream.into(),
             shard_id: ShardId::new(shard),
             position: Position::new(SequenceNumber::parse(&kinesis.sequence_number)?, 0),
-            partition_key: kinesis.partition_key,
+            partition_key: kinesis.partition_key.into(),
             arrival: Some(kinesis.approximate_arrival_timestamp.0.into()),
-            data: kinesis.data.0,
+            data: Bytes::from(kinesis.data.0),
         })
     }
 }
@@ -286,8 +291,8 @@ mod tests {
                 0
             )
         );
-        assert_eq!(record.partition_key, "user-7");
-        assert_eq!(record.data, b"hello world");
+        assert_eq!(&*record.partition_key, "user-7");
+        assert_eq!(record.data, &b"hello world"[..]);
         assert_eq!(
             record.arrival,
             Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000))
@@ -310,7 +315,7 @@ mod tests {
             Record::from_lambda(event("shardId-000000000001:4956", "4956")).expect("valid");
         assert_eq!(record.shard_id.as_str(), "shardId-000000000001");
         assert_eq!(&*record.stream, "clicks");
-        assert_eq!(record.data, b"hi");
+        assert_eq!(record.data, &b"hi"[..]);
         assert_eq!(record.position.sequence.as_str(), "4956");
         assert!(matches!(
             Record::from_lambda(event("", "4956")),

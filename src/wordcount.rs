@@ -476,7 +476,7 @@ mod tests {
             position: Position::new(SequenceNumber::parse(&seq.to_string()).expect("seq"), 0),
             partition_key: "k".into(),
             arrival: None,
-            data: data.to_vec(),
+            data: bytes::Bytes::copy_from_slice(data),
         }
     }
 

@@ -65,7 +65,7 @@ fn reference_aggregates_decode_to_the_user_records_that_went_in() {
                     explicit_hash_key: user
                         .explicit_hash_key_index
                         .map(|i| message.explicit_hash_key_table[i as usize].clone()),
-                    data: user.data,
+                    data: user.data.to_vec(),
                 });
             }
             // Through deaggregate: sub-sequence numbers 0..n under one
@@ -77,9 +77,9 @@ fn reference_aggregates_decode_to_the_user_records_that_went_in() {
                     SequenceNumber::parse(&format!("4956{n:052}")).expect("seq"),
                     0,
                 ),
-                partition_key: kinesis.partition_key.clone(),
+                partition_key: kinesis.partition_key.as_str().into(),
                 arrival: None,
-                data,
+                data: data.into(),
             };
             let user_records = aggregation::deaggregate(record).expect("valid");
             for (i, user) in user_records.iter().enumerate() {
