@@ -49,8 +49,15 @@ pub enum Command {
     /// White_Space, kept exactly as written. Records that are empty or not
     /// valid UTF-8 are skipped and logged, never retried.
     Lambda(LambdaArgs),
-    /// Put random words into a stream (Spark's KinesisWordCountProducerASL).
-    Produce,
+    /// Put records of random words into a stream, like Spark's
+    /// KinesisWordCountProducerASL, and print the totals per word it wrote,
+    /// so the consumers' counts can be checked.
+    ///
+    /// Records that Kinesis reports as failed (throttling) are resent alone
+    /// with backoff, never dropped; only acknowledged records are counted
+    /// in the totals. Ctrl-C stops generating and sends what is queued; a
+    /// second Ctrl-C gives up on it (the exit status is then 1).
+    Produce(ProduceArgs),
     /// Print the word totals from the counts table, largest first.
     Counts(CountsArgs),
     /// Print one row per lease: owner, checkpoint, lag, last renewal.
@@ -100,6 +107,57 @@ pub struct LambdaArgs {
     pub sink_concurrency: NonZeroUsize,
 }
 
+/// Arguments of `shardwise produce`.
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Name of the Kinesis stream to write to.
+    #[arg(long, env = "SHARDWISE_STREAM")]
+    pub stream: String,
+
+    /// Records a second (the seed's example: 1000).
+    #[arg(long, env = "SHARDWISE_RATE", default_value = "1000")]
+    pub rate: NonZeroU32,
+
+    /// Words in each record.
+    #[arg(long, env = "SHARDWISE_WORDS_PER_RECORD", default_value = "10")]
+    pub words_per_record: NonZeroU32,
+
+    /// Draw words from this file (words separated by whitespace) instead of
+    /// the digits 0-9.
+    #[arg(long, env = "SHARDWISE_WORDS_FILE")]
+    pub words_file: Option<std::path::PathBuf>,
+
+    /// Stop after this many records (default: run until Ctrl-C).
+    #[arg(long, env = "SHARDWISE_RECORDS", conflicts_with = "duration")]
+    pub records: Option<u64>,
+
+    /// Stop after this long, e.g. `30s` or `2m` (default: run until Ctrl-C).
+    #[arg(long, env = "SHARDWISE_DURATION")]
+    pub duration: Option<humantime::Duration>,
+
+    /// How many different partition keys to spread records over.
+    #[arg(long, env = "SHARDWISE_PARTITION_KEYS", default_value = "100")]
+    pub partition_keys: NonZeroU32,
+
+    /// Pack records into KPL aggregates (up to 1 MiB each): how real
+    /// producers reach high rates on few shards.
+    #[arg(long, env = "SHARDWISE_AGGREGATE")]
+    pub aggregate: bool,
+
+    /// Create the stream with this many shards if it does not exist (for
+    /// local use).
+    #[arg(long, value_name = "SHARDS")]
+    pub create_stream: Option<NonZeroU32>,
+
+    /// Write the report (records, totals per word) as JSON to this file.
+    #[arg(long, env = "SHARDWISE_TOTALS_JSON")]
+    pub totals_json: Option<std::path::PathBuf>,
+
+    /// Seed of the random words, for a reproducible run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
 /// Arguments of `shardwise counts`.
 #[derive(Debug, clap::Args)]
 pub struct CountsArgs {
@@ -116,8 +174,9 @@ impl Command {
     pub fn not_built_yet(&self) -> Option<&'static str> {
         match self {
             Command::Worker | Command::Status => Some("worker mode (issue 6)"),
-            Command::Produce => Some("the producer (issue 7)"),
-            Command::Lambda(_) | Command::Counts(_) | Command::Setup(_) => None,
+            Command::Lambda(_) | Command::Counts(_) | Command::Setup(_) | Command::Produce(_) => {
+                None
+            }
         }
     }
 
@@ -126,7 +185,7 @@ impl Command {
         match self {
             Command::Worker => "worker",
             Command::Lambda(_) => "lambda",
-            Command::Produce => "produce",
+            Command::Produce(_) => "produce",
             Command::Counts(_) => "counts",
             Command::Status => "status",
             Command::Setup(_) => "setup",

@@ -13,6 +13,8 @@
 //! - [`lambda`]: the Lambda handler: Kinesis events in, partial-batch
 //!   failure responses out.
 //! - [`logging`]: `tracing` output, human on a terminal or JSON for CloudWatch.
+//! - [`producer`]: the example's producer: random words into a stream,
+//!   resending what Kinesis refuses, with totals of what it acknowledged.
 //! - [`record`]: `Record`, `ShardId`, `Position` (sequence + sub-sequence,
 //!   totally ordered), built from both modes' inputs.
 //! - [`setup`]: one-shot helpers that create what a local run needs (streams).
@@ -24,6 +26,7 @@ pub mod aws;
 pub mod cli;
 pub mod lambda;
 pub mod logging;
+pub mod producer;
 pub mod record;
 pub mod setup;
 pub mod sink;

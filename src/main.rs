@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use shardwise::aws::Clients;
-use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, SetupArgs};
+use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, ProduceArgs, SetupArgs};
 use shardwise::sink::{self, CountsSink};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -39,6 +40,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Setup(args) => block_on(setup(args)),
         Command::Lambda(args) => block_on(lambda(args)),
         Command::Counts(args) => block_on(counts(args)),
+        Command::Produce(args) => block_on(produce(args)),
         other => {
             let issue = other.not_built_yet().unwrap_or("a later issue");
             anyhow::bail!(
@@ -90,6 +92,107 @@ async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
     shardwise::lambda::run(shardwise::lambda::Handler::new(sink))
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    use shardwise::producer::{Limit, ProducerConfig, Vocabulary};
+    use std::io::IsTerminal;
+    let vocabulary = match &args.words_file {
+        None => Vocabulary::Digits,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read --words-file {}", path.display()))?;
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            if words.is_empty() {
+                anyhow::bail!("--words-file {} holds no words", path.display());
+            }
+            Vocabulary::Words(words)
+        }
+    };
+    let limit = match (args.records, args.duration) {
+        (Some(records), _) => Limit::Records(records),
+        (None, Some(duration)) => Limit::Duration(duration.into()),
+        (None, None) => Limit::None,
+    };
+    let config = ProducerConfig {
+        stream: args.stream.clone(),
+        records_per_second: args.rate.get(),
+        words_per_record: args.words_per_record.get(),
+        vocabulary,
+        limit,
+        partition_keys: args.partition_keys.get(),
+        aggregate: args.aggregate,
+        seed: args.seed,
+    };
+    let clients = Clients::from_env().await?;
+    if let Some(shards) = args.create_stream {
+        shardwise::setup::ensure_stream(&clients.kinesis, &args.stream, shards.get()).await?;
+    }
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(stop_on_signals(stop.clone(), abort.clone()));
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |report: &shardwise::producer::ProducerReport,
+                        elapsed: std::time::Duration| {
+        if terminal {
+            let rate = report.user_records as f64 / elapsed.as_secs_f64().max(0.001);
+            eprint!(
+                "\rsent {} records ({} Kinesis records), {rate:.0}/s, {} resent   ",
+                report.user_records, report.kinesis_records, report.retried_records
+            );
+        }
+    };
+    let report =
+        shardwise::producer::run(&clients.kinesis, &config, &stop, &abort, &mut progress).await?;
+    if terminal {
+        eprintln!();
+    }
+    let words: u64 = report.totals.values().sum();
+    println!(
+        "produced {} records ({} Kinesis records{}), {words} words; {} resent after partial failures",
+        report.user_records,
+        report.kinesis_records,
+        if args.aggregate {
+            ", KPL-aggregated"
+        } else {
+            ""
+        },
+        report.retried_records
+    );
+    let mut by_count: Vec<(&String, &u64)> = report.totals.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    for (word, count) in by_count.iter().take(20) {
+        println!("{count:>12}  {word}");
+    }
+    if let Some(path) = &args.totals_json {
+        let json = serde_json::to_string_pretty(&report).context("could not encode the report")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("could not write --totals-json {}", path.display()))?;
+    }
+    if report.unsent_user_records > 0 {
+        anyhow::bail!(
+            "stopped with {} records not written to Kinesis (they are not in the totals)",
+            report.unsent_user_records
+        );
+    }
+    Ok(())
+}
+
+/// First Ctrl-C or SIGTERM: finish up; second: give up now.
+async fn stop_on_signals(stop: CancellationToken, abort: CancellationToken) {
+    for token in [stop, abort] {
+        if shutdown_signal().await.is_err() {
+            return;
+        }
+        token.cancel();
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }
 
 async fn counts(args: CountsArgs) -> anyhow::Result<()> {

@@ -4,6 +4,8 @@
 
 use shardwise::aws::Clients;
 
+pub mod fault_proxy;
+
 /// A resource name unique to this test run, so tests never share state.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
@@ -45,7 +47,7 @@ pub async fn put_and_read_back(
     puts: &[Put],
 ) -> Vec<(String, Vec<aws_sdk_kinesis::types::Record>)> {
     use aws_sdk_kinesis::primitives::Blob;
-    use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     for chunk in puts.chunks(500) {
         let entries = chunk
             .iter()
@@ -71,6 +73,19 @@ pub async fn put_and_read_back(
             "kinesis-mock never throttles"
         );
     }
+    let read = read_all(kinesis, stream).await;
+    let total: usize = read.iter().map(|(_, records)| records.len()).sum();
+    assert_eq!(total, puts.len(), "every record read back");
+    read
+}
+
+/// Every record of every shard of `stream`, from TRIM_HORIZON: `(shard id,
+/// records)` for each shard that holds any, in order.
+pub async fn read_all(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<aws_sdk_kinesis::types::Record>)> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
     let shards = kinesis
         .list_shards()
         .stream_name(stream)
@@ -78,7 +93,6 @@ pub async fn put_and_read_back(
         .await
         .expect("ListShards");
     let mut read = Vec::new();
-    let mut total = 0;
     for shard in shards.shards() {
         let mut iterator = kinesis
             .get_shard_iterator()
@@ -105,12 +119,10 @@ pub async fn put_and_read_back(
                 break;
             }
         }
-        total += records.len();
         if !records.is_empty() {
             read.push((shard.shard_id().to_string(), records));
         }
     }
-    assert_eq!(total, puts.len(), "every record read back");
     read
 }
 

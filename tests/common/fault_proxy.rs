@@ -1,0 +1,213 @@
+//! A small HTTP proxy of the project's own, on 127.0.0.1, between the AWS
+//! SDK and a local engine, that injects the failures the engines never
+//! produce. kinesis-mock never throttles; through this proxy, a set share
+//! of each PutRecords call's entries is *withheld* from the engine and
+//! answered as `ProvisionedThroughputExceededException`, exactly as Kinesis
+//! reports a partial failure: those records really were not written.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What the proxy does to PutRecords calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    /// Fail every n-th entry of a call (counting across calls).
+    pub fail_every: u64,
+    /// Stop failing after this many injected failures.
+    pub budget: u64,
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    pub url: String,
+    pub injected: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Listens on 127.0.0.1 (a free port) and forwards to `upstream`.
+    pub async fn start(upstream: &str, faults: Faults) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            faults,
+            seen: AtomicU64::new(0),
+            injected: Arc::new(AtomicU64::new(0)),
+        });
+        let injected = state.injected.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            injected,
+            task,
+        }
+    }
+}
+
+struct State {
+    upstream: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    faults: Faults,
+    seen: AtomicU64,
+    injected: Arc<AtomicU64>,
+}
+
+impl State {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return error(502, &format!("proxy could not read the request: {e}")),
+        };
+        let is_put_records = parts
+            .headers
+            .get("x-amz-target")
+            .is_some_and(|t| t.as_bytes().ends_with(b".PutRecords"));
+        if !is_put_records {
+            return self.forward(&parts, body).await.0;
+        }
+        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return self.forward(&parts, body).await.0;
+        };
+        let entries = json["Records"].as_array().cloned().unwrap_or_default();
+        let mut failed = Vec::new();
+        let mut kept = Vec::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+            let fail = n % self.faults.fail_every == 0
+                && self.injected.load(Ordering::SeqCst) < self.faults.budget;
+            if fail {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                failed.push(index);
+            } else {
+                kept.push(entry);
+            }
+        }
+        if failed.is_empty() {
+            return self.forward(&parts, body).await.0;
+        }
+        let mut results: Vec<serde_json::Value> = Vec::new();
+        let mut upstream_failed = 0;
+        if !kept.is_empty() {
+            json["Records"] = serde_json::Value::Array(kept);
+            let (response, response_body) =
+                self.forward(&parts, Bytes::from(json.to_string())).await;
+            if response.status() != 200 {
+                return response;
+            }
+            let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&response_body) else {
+                return error(502, "proxy could not read the engine's answer");
+            };
+            upstream_failed = answer["FailedRecordCount"].as_u64().unwrap_or(0);
+            results = answer["Records"].as_array().cloned().unwrap_or_default();
+        }
+        // Put the withheld entries back in their places, as failures.
+        for index in &failed {
+            results.insert(
+                *index,
+                serde_json::json!({
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "Rate exceeded for shard (injected by the test proxy)"
+                }),
+            );
+        }
+        let answer = serde_json::json!({
+            "FailedRecordCount": upstream_failed + failed.len() as u64,
+            "Records": results,
+        });
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(answer.to_string())))
+            .unwrap_or_else(|_| error(500, "proxy could not build its answer"))
+    }
+
+    /// Forwards a request; returns the response and its body.
+    async fn forward(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+    ) -> (Response<Full<Bytes>>, Bytes) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("{}{path}", self.upstream));
+        for (name, value) in &parts.headers {
+            if name != "content-length" && name != "host" {
+                builder = builder.header(name, value);
+            }
+        }
+        let Ok(request) = builder.body(Full::new(body)) else {
+            return (
+                error(500, "proxy could not build the request"),
+                Bytes::new(),
+            );
+        };
+        match self.client.request(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let mut builder = Response::builder().status(parts.status);
+                for (name, value) in &parts.headers {
+                    if name != "content-length" && name != "transfer-encoding" {
+                        builder = builder.header(name, value);
+                    }
+                }
+                let response = builder
+                    .body(Full::new(bytes.clone()))
+                    .unwrap_or_else(|_| error(500, "proxy could not copy the answer"));
+                (response, bytes)
+            }
+            Err(e) => (
+                error(502, &format!("proxy could not reach the engine: {e}")),
+                Bytes::new(),
+            ),
+        }
+    }
+}
+
+fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(message.to_string())));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    response
+}
