@@ -109,7 +109,7 @@ impl State {
         let mut kept = Vec::new();
         for (index, entry) in entries.into_iter().enumerate() {
             let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
-            let fail = n % self.faults.fail_every == 0
+            let fail = n.is_multiple_of(self.faults.fail_every)
                 && self.injected.load(Ordering::SeqCst) < self.faults.budget;
             if fail {
                 self.injected.fetch_add(1, Ordering::SeqCst);
