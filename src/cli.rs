@@ -38,8 +38,11 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume a stream as one of a fleet of workers that share its shards
-    /// through leases in DynamoDB, checkpointing as it goes (like KCL).
-    Worker,
+    /// through leases in DynamoDB (the lease table is named after the
+    /// application, in the KCL 2.x schema), counting words exactly once and
+    /// checkpointing as it goes. Start more workers to spread the shards;
+    /// SIGTERM or Ctrl-C checkpoints and hands the leases over at once.
+    Worker(WorkerArgs),
     /// Run as an AWS Lambda handler for Kinesis event source batches: count
     /// the words of each batch into the counts table, exactly once, and
     /// report failed batches in `batchItemFailures`. Chosen automatically
@@ -60,8 +63,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print the word totals from the counts table, largest first.
     Counts(CountsArgs),
-    /// Print one row per lease: owner, checkpoint, lag, last renewal.
-    Status,
+    /// Print one row per lease of an application: shard, owner, counter,
+    /// checkpoint, parents, last lag.
+    Status(StatusArgs),
     /// Create what a run needs (for local use and quick starts): a stream
     /// and the counts table. Nothing happens to those that exist.
     Setup(SetupArgs),
@@ -105,6 +109,100 @@ pub struct LambdaArgs {
     /// with many distinct words; lower it if the table throttles.
     #[arg(long, env = "SHARDWISE_SINK_CONCURRENCY", default_value = "32")]
     pub sink_concurrency: NonZeroUsize,
+}
+
+/// Where a shard without a checkpoint starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InitialPositionArg {
+    TrimHorizon,
+    Latest,
+    AtTimestamp,
+}
+
+/// Arguments of `shardwise worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The application's name: the lease table's name, as in KCL. Workers
+    /// with the same name share the stream's shards.
+    #[arg(long, env = "SHARDWISE_APPLICATION_NAME")]
+    pub application_name: String,
+
+    /// The stream to consume: a name, or an ARN.
+    #[arg(long, env = "SHARDWISE_STREAM")]
+    pub stream: String,
+
+    /// This worker's id in the lease table (default: the ECS task id, else
+    /// host name and process id). Must be unique in the fleet.
+    #[arg(long, env = "SHARDWISE_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Where shards without a checkpoint start.
+    #[arg(
+        long,
+        env = "SHARDWISE_INITIAL_POSITION",
+        value_enum,
+        default_value = "LATEST"
+    )]
+    pub initial_position: InitialPositionArg,
+
+    /// With AT_TIMESTAMP: the time to start from (RFC 3339, e.g.
+    /// 2026-11-25T10:00:00Z).
+    #[arg(long, env = "SHARDWISE_INITIAL_TIMESTAMP")]
+    pub initial_timestamp: Option<humantime::Timestamp>,
+
+    /// How often a shard's position is checkpointed (also at shard end and
+    /// shutdown). Shorter: less re-reading after a failover; more writes.
+    #[arg(long, env = "SHARDWISE_CHECKPOINT_INTERVAL", default_value = "5s")]
+    pub checkpoint_interval: humantime::Duration,
+
+    /// A lease whose counter has not moved for this long is expired and
+    /// taken by a peer: how long a crashed worker's shards wait.
+    #[arg(long, env = "SHARDWISE_FAILOVER_TIME", default_value = "10s")]
+    pub failover_time: humantime::Duration,
+
+    /// How often held leases are renewed (default: a third of the failover
+    /// time). Must be shorter than the failover time.
+    #[arg(long, env = "SHARDWISE_RENEW_INTERVAL")]
+    pub renew_interval: Option<humantime::Duration>,
+
+    /// How often the lease table is scanned to take expired or free leases
+    /// and balance (default: a fifth of the failover time).
+    #[arg(long, env = "SHARDWISE_TAKE_INTERVAL")]
+    pub take_interval: Option<humantime::Duration>,
+
+    /// Most records per GetRecords call (Kinesis allows 10 000).
+    #[arg(long, env = "SHARDWISE_MAX_RECORDS", default_value = "10000", value_parser = clap::value_parser!(i32).range(1..=10000))]
+    pub max_records: i32,
+
+    /// Pause between reads of a shard that is caught up (at least 200ms:
+    /// Kinesis allows 5 reads a second per shard).
+    #[arg(long, env = "SHARDWISE_IDLE_TIME", default_value = "1s")]
+    pub idle_time: humantime::Duration,
+
+    /// Most leases this worker holds (default: its fair share, no cap).
+    #[arg(long, env = "SHARDWISE_MAX_LEASES")]
+    pub max_leases: Option<NonZeroUsize>,
+
+    /// How long a stop may take to drain and checkpoint before giving up
+    /// (keep it below ECS's stopTimeout).
+    #[arg(long, env = "SHARDWISE_SHUTDOWN_TIMEOUT", default_value = "20s")]
+    pub shutdown_timeout: humantime::Duration,
+
+    #[command(flatten)]
+    pub table: CountsTableArg,
+
+    /// Most UpdateItem calls in flight for one batch.
+    #[arg(long, env = "SHARDWISE_SINK_CONCURRENCY", default_value = "32")]
+    pub sink_concurrency: NonZeroUsize,
+}
+
+/// Arguments of `shardwise status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The application's name (its lease table).
+    #[arg(long, env = "SHARDWISE_APPLICATION_NAME")]
+    pub application_name: String,
 }
 
 /// Arguments of `shardwise produce`.
@@ -170,25 +268,190 @@ pub struct CountsArgs {
 }
 
 impl Command {
-    /// The issue that builds a command that is not built yet, if any.
-    pub fn not_built_yet(&self) -> Option<&'static str> {
-        match self {
-            Command::Worker | Command::Status => Some("worker mode (issue 6)"),
-            Command::Lambda(_) | Command::Counts(_) | Command::Setup(_) | Command::Produce(_) => {
-                None
-            }
-        }
-    }
-
     /// The subcommand's name as typed.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Worker => "worker",
+            Command::Worker(_) => "worker",
             Command::Lambda(_) => "lambda",
             Command::Produce(_) => "produce",
             Command::Counts(_) => "counts",
-            Command::Status => "status",
+            Command::Status(_) => "status",
             Command::Setup(_) => "setup",
         }
+    }
+}
+
+/// A setting that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--renew-interval ({renew}) must be shorter than --failover-time ({failover}): a lease would expire between renewals"
+    )]
+    RenewNotShorter { renew: String, failover: String },
+    #[error("--idle-time ({0}) is below 200ms: Kinesis allows 5 reads a second per shard")]
+    IdleTooShort(String),
+    #[error(
+        "--initial-position AT_TIMESTAMP needs --initial-timestamp (e.g. 2026-11-25T10:00:00Z)"
+    )]
+    TimestampMissing,
+    #[error("--initial-timestamp is only used with --initial-position AT_TIMESTAMP")]
+    TimestampUnused,
+    #[error("{name} must be longer than zero")]
+    Zero { name: &'static str },
+}
+
+impl WorkerArgs {
+    /// Validates the settings together and builds the worker's config.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the flag to fix.
+    pub fn into_config(self) -> Result<crate::worker::WorkerConfig, ConfigError> {
+        use std::time::Duration;
+        let failover: Duration = self.failover_time.into();
+        let checkpoint: Duration = self.checkpoint_interval.into();
+        for (name, value) in [
+            ("--failover-time", failover),
+            ("--checkpoint-interval", checkpoint),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { name });
+            }
+        }
+        let renew: Duration = self.renew_interval.map_or(failover / 3, Into::into);
+        if renew.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "--renew-interval",
+            });
+        }
+        if renew >= failover {
+            return Err(ConfigError::RenewNotShorter {
+                renew: humantime::format_duration(renew).to_string(),
+                failover: humantime::format_duration(failover).to_string(),
+            });
+        }
+        let take: Duration = self.take_interval.map_or(failover / 5, Into::into);
+        if take.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "--take-interval",
+            });
+        }
+        let idle: Duration = self.idle_time.into();
+        if idle < Duration::from_millis(200) {
+            return Err(ConfigError::IdleTooShort(
+                humantime::format_duration(idle).to_string(),
+            ));
+        }
+        let initial_position = match (self.initial_position, self.initial_timestamp) {
+            (InitialPositionArg::AtTimestamp, Some(at)) => {
+                let at: std::time::SystemTime = at.into();
+                crate::worker::InitialPosition::AtTimestamp(at.into())
+            }
+            (InitialPositionArg::AtTimestamp, None) => return Err(ConfigError::TimestampMissing),
+            (_, Some(_)) => return Err(ConfigError::TimestampUnused),
+            (InitialPositionArg::TrimHorizon, None) => crate::worker::InitialPosition::TrimHorizon,
+            (InitialPositionArg::Latest, None) => crate::worker::InitialPosition::Latest,
+        };
+        Ok(crate::worker::WorkerConfig {
+            application: self.application_name,
+            stream: crate::worker::StreamRef::parse(&self.stream),
+            worker_id: self.worker_id.unwrap_or_else(default_worker_id),
+            initial_position,
+            checkpoint_interval: checkpoint,
+            failover_time: failover,
+            renew_interval: renew,
+            take_interval: take,
+            max_records: self.max_records,
+            idle_time: idle,
+            max_leases: self.max_leases.map(NonZeroUsize::get),
+            shutdown_timeout: self.shutdown_timeout.into(),
+            counts_table: self.table.counts_table,
+            sink_concurrency: self.sink_concurrency,
+        })
+    }
+}
+
+/// Host name and process id: unique and readable.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(args: &[&str]) -> Result<crate::worker::WorkerConfig, ConfigError> {
+        let mut all = vec![
+            "shardwise",
+            "worker",
+            "--application-name",
+            "app",
+            "--stream",
+            "s",
+        ];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).expect("parses").command {
+            Some(Command::Worker(args)) => args.into_config(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cross_field_mistakes_are_refused_before_anything_starts() {
+        assert!(matches!(
+            worker(&["--failover-time", "3s", "--renew-interval", "3s"]),
+            Err(ConfigError::RenewNotShorter { .. })
+        ));
+        assert_eq!(
+            worker(&["--idle-time", "50ms"]).err(),
+            Some(ConfigError::IdleTooShort("50ms".into()))
+        );
+        assert_eq!(
+            worker(&["--initial-position", "AT_TIMESTAMP"]).err(),
+            Some(ConfigError::TimestampMissing)
+        );
+        assert_eq!(
+            worker(&["--initial-timestamp", "2026-11-25T10:00:00Z"]).err(),
+            Some(ConfigError::TimestampUnused)
+        );
+        assert_eq!(
+            worker(&["--failover-time", "0s"]).err(),
+            Some(ConfigError::Zero {
+                name: "--failover-time"
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_failover_time() {
+        let config = worker(&[
+            "--failover-time",
+            "9s",
+            "--initial-position",
+            "TRIM_HORIZON",
+        ])
+        .expect("valid");
+        assert_eq!(config.renew_interval, std::time::Duration::from_secs(3));
+        assert_eq!(config.take_interval, std::time::Duration::from_millis(1800));
+        assert_eq!(
+            config.initial_position,
+            crate::worker::InitialPosition::TrimHorizon
+        );
+        assert!(
+            config
+                .worker_id
+                .ends_with(&format!("-{}", std::process::id()))
+        );
+        let arn = worker(&[
+            "--stream",
+            "arn:aws:kinesis:us-east-1:123456789012:stream/orders",
+        ])
+        .expect("valid");
+        assert_eq!(arn.stream.name(), "orders");
     }
 }

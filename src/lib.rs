@@ -20,6 +20,8 @@
 //! - [`setup`]: one-shot helpers that create what a local run needs (streams).
 //! - [`sink`]: the counts table: exactly-once application of a batch's counts.
 //! - [`wordcount`]: the pure core: a batch of records in, counts per word out.
+//! - [`worker`]: worker mode: leases (KCL schema), the coordinator, shard
+//!   consumers and checkpoints.
 
 pub mod aggregation;
 pub mod aws;
@@ -31,3 +33,4 @@ pub mod record;
 pub mod setup;
 pub mod sink;
 pub mod wordcount;
+pub mod worker;

@@ -1,14 +1,21 @@
 //! The `shardwise` binary: parse the command line, set up logging, and call
 //! into the library. Nothing else lives here.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use shardwise::aws::Clients;
-use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, ProduceArgs, SetupArgs};
+use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, ProduceArgs, SetupArgs, StatusArgs};
 use shardwise::sink::{self, CountsSink};
 use tokio_util::sync::CancellationToken;
+
+/// `println!` for command output that reports a closed stdout (`| head`)
+/// as an error instead of panicking; `main` treats that one as success.
+macro_rules! say {
+    ($($arg:tt)*) => { writeln!(std::io::stdout(), $($arg)*)? };
+}
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -28,11 +35,21 @@ fn main() -> ExitCode {
     };
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`shardwise counts | head`): not an error.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -41,13 +58,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Lambda(args) => block_on(lambda(args)),
         Command::Counts(args) => block_on(counts(args)),
         Command::Produce(args) => block_on(produce(args)),
-        other => {
-            let issue = other.not_built_yet().unwrap_or("a later issue");
-            anyhow::bail!(
-                "`shardwise {}` is not built yet: it arrives with {issue}",
-                other.name()
-            )
+        Command::Worker(args) => {
+            // Settings are checked before anything starts.
+            let config = args.into_config()?;
+            block_on(worker(config))
         }
+        Command::Status(args) => block_on(status(args)),
     }
 }
 
@@ -62,14 +78,14 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let ready =
         shardwise::setup::ensure_stream(&clients.kinesis, &args.stream, args.shards.get()).await?;
     let verb = if ready.created { "created" } else { "found" };
-    println!(
+    say!(
         "{verb} stream {} ({} open shards): {}",
         args.stream, ready.open_shards, ready.arn
     );
     let table = &args.table.counts_table;
     let created = sink::create_table_if_missing(&clients.dynamodb, table).await?;
     let verb = if created { "created" } else { "found" };
-    println!("{verb} counts table {table}");
+    say!("{verb} counts table {table}");
     Ok(())
 }
 
@@ -147,7 +163,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         eprintln!();
     }
     let words: u64 = report.totals.values().sum();
-    println!(
+    say!(
         "produced {} records ({} Kinesis records{}), {words} words; {} resent after partial failures",
         report.user_records,
         report.kinesis_records,
@@ -161,7 +177,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut by_count: Vec<(&String, &u64)> = report.totals.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     for (word, count) in by_count.iter().take(20) {
-        println!("{count:>12}  {word}");
+        say!("{count:>12}  {word}");
     }
     if let Some(path) = &args.totals_json {
         let json = serde_json::to_string_pretty(&report).context("could not encode the report")?;
@@ -195,17 +211,60 @@ async fn shutdown_signal() -> std::io::Result<()> {
     }
 }
 
+async fn worker(config: shardwise::worker::WorkerConfig) -> anyhow::Result<()> {
+    let clients = Clients::from_env().await?;
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(stop_on_signals(stop.clone(), abort.clone()));
+    // A second signal exits at once, without waiting for the drain.
+    tokio::spawn(async move {
+        abort.cancelled().await;
+        eprintln!("second signal: exiting without waiting for the drain");
+        std::process::exit(130);
+    });
+    shardwise::worker::run(config, clients, stop).await?;
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let clients = Clients::from_env().await?;
+    let table = shardwise::worker::lease::LeaseTable::new(clients.dynamodb, &args.application_name);
+    let leases = table.list().await?;
+    say!(
+        "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  parents",
+        "shard", "owner", "counter", "checkpoint", "sub", "lag ms"
+    );
+    for lease in &leases {
+        let checkpoint = if lease.checkpoint.len() > 24 {
+            format!("…{}", &lease.checkpoint[lease.checkpoint.len() - 23..])
+        } else {
+            lease.checkpoint.clone()
+        };
+        say!(
+            "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  {}",
+            lease.key,
+            lease.owner.as_deref().unwrap_or("-"),
+            lease.counter,
+            checkpoint,
+            lease.checkpoint_sub,
+            lease.lag_millis.map_or("-".to_string(), |l| l.to_string()),
+            lease.parents.join(",")
+        );
+    }
+    say!("{} leases in table {}", leases.len(), args.application_name);
+    Ok(())
+}
+
 async fn counts(args: CountsArgs) -> anyhow::Result<()> {
     let clients = Clients::from_env().await?;
     let totals = sink::read_totals(&clients.dynamodb, &args.table.counts_table).await?;
     let words: u64 = totals.iter().map(|(_, count)| count).sum();
-    println!(
+    say!(
         "{} distinct words, {words} in all (table {})",
         totals.len(),
         args.table.counts_table
     );
     for (word, count) in totals.iter().take(args.top) {
-        println!("{count:>12}  {word}");
+        say!("{count:>12}  {word}");
     }
     Ok(())
 }

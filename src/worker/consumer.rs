@@ -1,0 +1,468 @@
+//! One shard's consumer: GetRecords polling from the lease's checkpoint,
+//! de-aggregation, the counts sink, and checkpoints of applied positions.
+//!
+//! Lifecycle: `Processing → ShardEnded | LeaseLost | ShutDown`.
+//! - Checkpoints only ever name positions the sink has applied.
+//! - Lease lost (a renewal or checkpoint condition failed): stop at once,
+//!   no checkpoint; the new owner resumes from the last one.
+//! - Shutdown: the batch in flight reaches the sink, then a checkpoint.
+//! - Shard end: `SHARD_END` is checkpointed and the children's leases are
+//!   created from the `ChildShards` of the last GetRecords page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::lease::{self, Lease, LeaseError, LeaseTable};
+use super::{InitialPosition, StreamRef};
+use crate::aggregation::deaggregate_batch;
+use crate::aws::{Retry, describe_error, retry_class};
+use crate::record::{Position, Record, SequenceNumber, ShardId};
+use crate::sink::CountsSink;
+use crate::wordcount::BadRecord;
+
+/// Kinesis allows 5 GetRecords calls a second per shard.
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A lease this worker holds, with the counter it last wrote. Renewals and
+/// checkpoints both move the counter, so both go through this one lock.
+#[derive(Debug)]
+pub struct HeldLease {
+    pub key: String,
+    pub owner: Arc<str>,
+    counter: Mutex<u64>,
+    /// Cancelled when the lease is found lost: the consumer stops at once.
+    pub lost: CancellationToken,
+}
+
+impl HeldLease {
+    pub fn new(key: String, owner: Arc<str>, counter: u64) -> Self {
+        Self {
+            key,
+            owner,
+            counter: Mutex::new(counter),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    fn note(&self, result: &Result<u64, LeaseError>) {
+        if let Err(LeaseError::Lost { .. }) = result {
+            self.lost.cancel();
+        }
+    }
+
+    /// # Errors
+    /// [`LeaseError`]; `Lost` also cancels [`HeldLease::lost`].
+    pub async fn renew(&self, table: &LeaseTable) -> Result<(), LeaseError> {
+        let mut counter = self.counter.lock().await;
+        let result = table.renew(&self.key, &self.owner, *counter).await;
+        self.note(&result);
+        *counter = result?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// [`LeaseError`]; `Lost` also cancels [`HeldLease::lost`].
+    pub async fn checkpoint(
+        &self,
+        table: &LeaseTable,
+        checkpoint: &str,
+        sub: u64,
+        lag_millis: Option<u64>,
+    ) -> Result<(), LeaseError> {
+        let mut counter = self.counter.lock().await;
+        let result = table
+            .checkpoint(
+                &self.key,
+                &self.owner,
+                *counter,
+                checkpoint,
+                sub,
+                lag_millis,
+            )
+            .await;
+        self.note(&result);
+        *counter = result?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// [`LeaseError`] when the release was refused (already moved).
+    pub async fn release(&self, table: &LeaseTable) -> Result<(), LeaseError> {
+        let counter = self.counter.lock().await;
+        table.release(&self.key, &self.owner, *counter).await
+    }
+}
+
+/// How a consumer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerEnd {
+    ShardEnded,
+    LeaseLost,
+    ShutDown,
+}
+
+/// What a consumer needs besides its lease.
+#[derive(Clone, Debug)]
+pub struct ConsumerContext {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub stream: StreamRef,
+    pub sink: CountsSink,
+    pub table: LeaseTable,
+    pub initial_position: InitialPosition,
+    pub max_records: i32,
+    pub idle_time: Duration,
+    pub checkpoint_interval: Duration,
+}
+
+/// Where to read from: the iterator type and the last position already
+/// applied (records at or before it are dropped).
+#[derive(Debug, Clone)]
+enum Start {
+    Sentinel(ShardIteratorType),
+    Timestamp(aws_sdk_kinesis::primitives::DateTime),
+    At(Position),
+}
+
+/// Runs one shard until it ends, the lease is lost, or `shutdown` fires.
+#[tracing::instrument(name = "shard", skip_all, fields(shard_id = %held.key))]
+pub async fn run(
+    context: ConsumerContext,
+    held: Arc<HeldLease>,
+    lease: Lease,
+    shutdown: CancellationToken,
+) -> ConsumerEnd {
+    let shard_id = ShardId::new(lease.key.clone());
+    let stream_name: Arc<str> = context.stream.name().into();
+    let mut applied: Option<Position> = None;
+    let mut start = match lease.checkpoint.as_str() {
+        lease::SHARD_END => return ConsumerEnd::ShardEnded,
+        lease::TRIM_HORIZON => Start::Sentinel(ShardIteratorType::TrimHorizon),
+        lease::LATEST => Start::Sentinel(ShardIteratorType::Latest),
+        lease::AT_TIMESTAMP => match context.initial_position {
+            InitialPosition::AtTimestamp(at) => Start::Timestamp(at),
+            _ => Start::Sentinel(ShardIteratorType::TrimHorizon),
+        },
+        sequence => match SequenceNumber::parse(sequence) {
+            Ok(sequence) => {
+                let position = Position::new(sequence, lease.checkpoint_sub);
+                applied = Some(position.clone());
+                Start::At(position)
+            }
+            Err(e) => {
+                warn!(checkpoint = %lease.checkpoint, error = %e, "unreadable checkpoint; starting from the initial position");
+                context.initial_position.as_start()
+            }
+        },
+    };
+    info!(checkpoint = %lease.checkpoint, sub_sequence = lease.checkpoint_sub, "shard consumer started");
+    let mut last_checkpointed = applied.clone();
+    let mut last_checkpoint_at = Instant::now();
+    let mut lag_millis: Option<u64> = None;
+    let mut failures: u32 = 0;
+    let mut iterator: Option<String> = None;
+    let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
+    let end = loop {
+        if held.lost.is_cancelled() {
+            break ConsumerEnd::LeaseLost;
+        }
+        if shutdown.is_cancelled() {
+            break ConsumerEnd::ShutDown;
+        }
+        // Pause: backoff after failures, and Kinesis's per-shard call rate.
+        let pause = if failures > 0 {
+            backoff(failures)
+        } else {
+            MIN_CALL_INTERVAL.saturating_sub(last_call.elapsed())
+        };
+        if !pause.is_zero() && wait(pause, &held.lost, &shutdown).await {
+            continue;
+        }
+        let it = match iterator.take() {
+            Some(it) => it,
+            None => match shard_iterator(&context, &shard_id, &start).await {
+                Ok(it) => it,
+                Err((retry, detail)) => {
+                    failures += 1;
+                    log_failure(retry, failures, "GetShardIterator failed", &detail);
+                    continue;
+                }
+            },
+        };
+        last_call = Instant::now();
+        let page = match context
+            .kinesis
+            .get_records()
+            .shard_iterator(&it)
+            .limit(context.max_records)
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                let expired = error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_expired_iterator_exception());
+                if expired {
+                    // Re-acquired from the last applied position.
+                    info!("shard iterator expired; re-acquiring from the last applied position");
+                    start = applied.clone().map_or(start, Start::At);
+                } else {
+                    failures += 1;
+                    log_failure(
+                        retry_class(&error),
+                        failures,
+                        "GetRecords failed",
+                        &describe_error(&error),
+                    );
+                    iterator = Some(it);
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        lag_millis = page
+            .millis_behind_latest
+            .and_then(|m| u64::try_from(m).ok());
+        let next = page.next_shard_iterator.clone();
+        let children = page.child_shards.clone().unwrap_or_default();
+        let records: Vec<Record> = page
+            .records
+            .into_iter()
+            .filter_map(|r| Record::from_kinesis(stream_name.clone(), shard_id.clone(), r).ok())
+            .collect();
+        let caught_up = records.is_empty() && lag_millis == Some(0);
+        if !records.is_empty() {
+            let (users, corrupt) = deaggregate_batch(records);
+            corrupt.iter().for_each(BadRecord::log);
+            // Drop what was applied before (a restart at a checkpoint
+            // inside an aggregate re-reads that aggregate).
+            let batch: Vec<Record> = match &applied {
+                Some(done) => users.into_iter().filter(|r| r.position > *done).collect(),
+                None => users,
+            };
+            if !batch.is_empty() {
+                match apply(&context, &batch, &held.lost, &shutdown).await {
+                    Some(position) => applied = Some(position),
+                    // Lost or shut down before the batch was applied.
+                    None => continue,
+                }
+            }
+        }
+        if let Some(position) = &applied {
+            start = Start::At(position.clone());
+        }
+        let Some(next) = next else {
+            // The shard is closed and read to its end.
+            break shard_end(&context, &held, &lease, children).await;
+        };
+        iterator = Some(next);
+        if last_checkpoint_at.elapsed() >= context.checkpoint_interval
+            && applied != last_checkpointed
+            && let Some(position) = &applied
+        {
+            match checkpoint(&context, &held, position, lag_millis).await {
+                Ok(()) => {
+                    last_checkpointed = applied.clone();
+                    last_checkpoint_at = Instant::now();
+                }
+                Err(LeaseError::Lost { .. }) => break ConsumerEnd::LeaseLost,
+                Err(e) => warn!(error = %e, "checkpoint failed; will try again"),
+            }
+        }
+        if caught_up {
+            wait(context.idle_time, &held.lost, &shutdown).await;
+        }
+    };
+    if end == ConsumerEnd::ShutDown
+        && applied != last_checkpointed
+        && let Some(position) = &applied
+    {
+        match checkpoint(&context, &held, position, lag_millis).await {
+            Ok(()) => {
+                info!(sequence = %position.sequence, sub_sequence = position.sub_sequence, "checkpointed at shutdown")
+            }
+            Err(e) => warn!(error = %e, "checkpoint at shutdown failed"),
+        }
+    }
+    if end == ConsumerEnd::LeaseLost {
+        warn!("lease lost: stopped without a checkpoint");
+    }
+    end
+}
+
+impl InitialPosition {
+    fn as_start(&self) -> Start {
+        match self {
+            InitialPosition::TrimHorizon => Start::Sentinel(ShardIteratorType::TrimHorizon),
+            InitialPosition::Latest => Start::Sentinel(ShardIteratorType::Latest),
+            InitialPosition::AtTimestamp(at) => Start::Timestamp(*at),
+        }
+    }
+}
+
+async fn checkpoint(
+    context: &ConsumerContext,
+    held: &HeldLease,
+    position: &Position,
+    lag_millis: Option<u64>,
+) -> Result<(), LeaseError> {
+    held.checkpoint(
+        &context.table,
+        position.sequence.as_str(),
+        position.sub_sequence,
+        lag_millis,
+    )
+    .await
+}
+
+/// Applies a batch, retrying what can change. Returns the last position
+/// applied, or `None` if the lease was lost or the worker stops first.
+async fn apply(
+    context: &ConsumerContext,
+    batch: &[Record],
+    lost: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Option<Position> {
+    let mut failures = 0;
+    loop {
+        match context.sink.apply(batch).await {
+            Ok((report, counts)) => {
+                counts.bad.iter().for_each(BadRecord::log);
+                let last = batch.last().map(|r| r.position.clone());
+                debug!(
+                    records = batch.len(),
+                    words = report.words,
+                    writes = report.writes,
+                    recounted = report.recounted,
+                    last_sequence = %last.as_ref().map(|p| p.sequence.to_string()).unwrap_or_default(),
+                    "batch applied"
+                );
+                return last;
+            }
+            Err(error) => {
+                failures += 1;
+                // A refusal (missing table) may be fixed by an operator:
+                // the shard waits, never skips the batch.
+                warn!(error = %error, failures, retriable = error.is_retriable(), "batch not applied; retrying");
+                // A lost lease stops at once; on shutdown the batch is
+                // given up (nothing was checkpointed past it).
+                if lost.is_cancelled()
+                    || shutdown.is_cancelled()
+                    || wait(backoff(failures), lost, shutdown).await
+                {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+async fn shard_end(
+    context: &ConsumerContext,
+    held: &HeldLease,
+    lease: &Lease,
+    children: Vec<aws_sdk_kinesis::types::ChildShard>,
+) -> ConsumerEnd {
+    for child in &children {
+        let child_lease = Lease {
+            key: child.shard_id.clone(),
+            checkpoint: lease::TRIM_HORIZON.to_string(),
+            parents: child.parent_shards.clone(),
+            starting_hash_key: child
+                .hash_key_range
+                .as_ref()
+                .map(|r| r.starting_hash_key.clone()),
+            ending_hash_key: child
+                .hash_key_range
+                .as_ref()
+                .map(|r| r.ending_hash_key.clone()),
+            stream: Some(context.stream.name().to_string()),
+            ..Lease::default()
+        };
+        if let Err(e) = context.table.create(&child_lease).await {
+            warn!(child = %child.shard_id, error = %e, "could not create the child's lease; shard sync will");
+        }
+    }
+    let names: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
+    if let Err(e) = context.table.set_children(&lease.key, &names).await {
+        warn!(error = %e, "could not record the children");
+    }
+    match held
+        .checkpoint(&context.table, lease::SHARD_END, 0, Some(0))
+        .await
+    {
+        Ok(()) => {
+            info!(children = ?names, "shard ended: checkpointed SHARD_END");
+            ConsumerEnd::ShardEnded
+        }
+        Err(LeaseError::Lost { .. }) => ConsumerEnd::LeaseLost,
+        Err(e) => {
+            warn!(error = %e, "could not checkpoint SHARD_END; the next owner will read the end again");
+            ConsumerEnd::ShutDown
+        }
+    }
+}
+
+async fn shard_iterator(
+    context: &ConsumerContext,
+    shard_id: &ShardId,
+    start: &Start,
+) -> Result<String, (Retry, String)> {
+    let request = context.stream.apply_get_iterator(
+        context
+            .kinesis
+            .get_shard_iterator()
+            .shard_id(shard_id.as_str()),
+    );
+    let request = match start {
+        Start::Sentinel(kind) => request.shard_iterator_type(kind.clone()),
+        Start::Timestamp(at) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(*at),
+        Start::At(position) => request
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(position.sequence.as_str()),
+    };
+    match request.send().await {
+        Ok(out) => out
+            .shard_iterator
+            .ok_or((Retry::Transient, "no iterator returned".to_string())),
+        Err(error) => Err((retry_class(&error), describe_error(&error))),
+    }
+}
+
+fn log_failure(retry: Retry, failures: u32, what: &str, detail: &str) {
+    if failures == 1 || failures.is_multiple_of(10) {
+        match retry {
+            Retry::Transient => warn!(failures, detail, "{what}; backing off"),
+            Retry::Permanent => {
+                tracing::error!(failures, detail, "{what}; backing off (this needs a fix)")
+            }
+        }
+    }
+}
+
+/// Full jitter up to an exponential bound.
+fn backoff(failures: u32) -> Duration {
+    let bound = BACKOFF_FIRST
+        .saturating_mul(1u32 << failures.min(8))
+        .min(BACKOFF_MAX);
+    bound.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// Sleeps; returns true if interrupted by a lost lease or shutdown.
+async fn wait(duration: Duration, lost: &CancellationToken, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = lost.cancelled() => true,
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(duration) => false,
+    }
+}
