@@ -80,7 +80,9 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let verb = if ready.created { "created" } else { "found" };
     say!(
         "{verb} stream {} ({} open shards): {}",
-        args.stream, ready.open_shards, ready.arn
+        args.stream,
+        ready.open_shards,
+        ready.arn
     );
     let table = &args.table.counts_table;
     let created = sink::create_table_if_missing(&clients.dynamodb, table).await?;
@@ -231,7 +233,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let leases = table.list().await?;
     say!(
         "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  parents",
-        "shard", "owner", "counter", "checkpoint", "sub", "lag ms"
+        "shard",
+        "owner",
+        "counter",
+        "checkpoint",
+        "sub",
+        "lag ms"
     );
     for lease in &leases {
         let checkpoint = if lease.checkpoint.len() > 24 {

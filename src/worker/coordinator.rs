@@ -69,29 +69,29 @@ impl Coordinator {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut renew = tokio::time::interval(self.config.renew_interval);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_take = Instant::now() - self.config.take_interval;
-        let mut last_sync = Instant::now();
+        // Taking has its own timer: an expired lease is taken within one
+        // take interval of expiring, whatever the renewal period.
+        let mut take = tokio::time::interval(self.config.take_interval);
+        take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync =
+            tokio::time::interval_at(Instant::now() + SHARD_SYNC_INTERVAL, SHARD_SYNC_INTERVAL);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                _ = renew.tick() => {}
+                _ = renew.tick() => self.renew_all().await,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.consumer_ended(done);
-                    continue;
                 }
-            }
-            self.renew_all().await;
-            if last_sync.elapsed() >= SHARD_SYNC_INTERVAL {
-                if let Err(e) = shard_sync(&self.context, &self.table).await {
-                    warn!(error = %e, "shard sync failed; will try again");
-                }
-                last_sync = Instant::now();
-            }
-            if last_take.elapsed() >= self.config.take_interval {
-                last_take = Instant::now();
-                match self.table.list().await {
+                _ = take.tick() => match self.table.list().await {
                     Ok(leases) => self.take_and_balance(leases, &shutdown).await,
                     Err(e) => warn!(error = %e, "could not list leases; will try again"),
+                },
+                _ = sync.tick() => {
+                    if let Err(e) = shard_sync(&self.context, &self.table).await {
+                        warn!(error = %e, "shard sync failed; will try again");
+                    }
                 }
             }
         }
@@ -103,9 +103,18 @@ impl Coordinator {
             warn!("a shard consumer task failed");
             return;
         };
-        self.running.remove(&key);
-        if end == ConsumerEnd::ShardEnded {
-            self.finished.insert(key);
+        match end {
+            ConsumerEnd::LeaseLost => {
+                self.running.remove(&key);
+            }
+            ConsumerEnd::ShardEnded => {
+                self.running.remove(&key);
+                self.finished.insert(key);
+            }
+            // Stopped for shutdown: the lease is still held, and the drain
+            // releases it (regression: it used to be forgotten here when a
+            // consumer stopped before the coordinator saw the signal).
+            ConsumerEnd::ShutDown => {}
         }
     }
 

@@ -38,14 +38,22 @@ pub struct Put {
     pub data: Vec<u8>,
 }
 
-/// Puts `puts` into `stream` (at most 500 per call, all must succeed), then
-/// reads every shard back from TRIM_HORIZON: `(shard id, records)` for each
-/// shard that holds any, in order.
+/// Puts `puts` into an empty `stream`, then reads every shard back from
+/// TRIM_HORIZON: `(shard id, records)` for each shard that holds any.
 pub async fn put_and_read_back(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     puts: &[Put],
 ) -> Vec<(String, Vec<aws_sdk_kinesis::types::Record>)> {
+    put_records(kinesis, stream, puts).await;
+    let read = read_all(kinesis, stream).await;
+    let total: usize = read.iter().map(|(_, records)| records.len()).sum();
+    assert_eq!(total, puts.len(), "every record read back");
+    read
+}
+
+/// Puts `puts` into `stream`, at most 500 a call; all must succeed.
+pub async fn put_records(kinesis: &aws_sdk_kinesis::Client, stream: &str, puts: &[Put]) {
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     for chunk in puts.chunks(500) {
@@ -73,10 +81,6 @@ pub async fn put_and_read_back(
             "kinesis-mock never throttles"
         );
     }
-    let read = read_all(kinesis, stream).await;
-    let total: usize = read.iter().map(|(_, records)| records.len()).sum();
-    assert_eq!(total, puts.len(), "every record read back");
-    read
 }
 
 /// Every record of every shard of `stream`, from TRIM_HORIZON: `(shard id,
