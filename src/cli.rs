@@ -203,6 +203,14 @@ pub struct StatusArgs {
     /// The application's name (its lease table).
     #[arg(long, env = "SHARDWISE_APPLICATION_NAME")]
     pub application_name: String,
+
+    /// Keep printing the leases every --interval until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch: how often to print.
+    #[arg(long, default_value = "2s")]
+    pub interval: humantime::Duration,
 }
 
 /// Arguments of `shardwise produce`.
@@ -265,6 +273,24 @@ pub struct CountsArgs {
     /// How many words to print (the most frequent first).
     #[arg(long, env = "SHARDWISE_TOP", default_value = "20")]
     pub top: usize,
+
+    /// Keep printing the totals every --interval until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch: how often to print.
+    #[arg(long, default_value = "2s")]
+    pub interval: humantime::Duration,
+
+    /// Compare the totals with a producer's report (`produce
+    /// --totals-json`), waiting up to --wait for the consumers to catch up;
+    /// print the verdict and exit 1 if they differ.
+    #[arg(long, value_name = "REPORT_JSON", conflicts_with = "watch")]
+    pub expect: Option<std::path::PathBuf>,
+
+    /// With --expect: how long to wait for the totals to match.
+    #[arg(long, default_value = "60s")]
+    pub wait: humantime::Duration,
 }
 
 impl Command {

@@ -230,48 +230,151 @@ async fn worker(config: shardwise::worker::WorkerConfig) -> anyhow::Result<()> {
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let clients = Clients::from_env().await?;
     let table = shardwise::worker::lease::LeaseTable::new(clients.dynamodb, &args.application_name);
-    let leases = table.list().await?;
-    say!(
-        "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  parents",
-        "shard",
-        "owner",
-        "counter",
-        "checkpoint",
-        "sub",
-        "lag ms"
-    );
-    for lease in &leases {
-        let checkpoint = if lease.checkpoint.len() > 24 {
-            format!("…{}", &lease.checkpoint[lease.checkpoint.len() - 23..])
-        } else {
-            lease.checkpoint.clone()
-        };
+    loop {
+        let leases = table.list().await?;
+        if args.watch {
+            clear_screen();
+        }
         say!(
-            "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  {}",
-            lease.key,
-            lease.owner.as_deref().unwrap_or("-"),
-            lease.counter,
-            checkpoint,
-            lease.checkpoint_sub,
-            lease.lag_millis.map_or("-".to_string(), |l| l.to_string()),
-            lease.parents.join(",")
+            "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  parents",
+            "shard",
+            "owner",
+            "counter",
+            "checkpoint",
+            "sub",
+            "lag ms"
         );
+        for lease in &leases {
+            let checkpoint = match lease.checkpoint.char_indices().rev().nth(22) {
+                Some((cut, _)) if lease.checkpoint.len() > 24 => {
+                    format!("…{}", &lease.checkpoint[cut..])
+                }
+                _ => lease.checkpoint.clone(),
+            };
+            say!(
+                "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  {}",
+                lease.key,
+                lease.owner.as_deref().unwrap_or("-"),
+                lease.counter,
+                checkpoint,
+                lease.checkpoint_sub,
+                lease.lag_millis.map_or("-".to_string(), |l| l.to_string()),
+                lease.parents.join(",")
+            );
+        }
+        say!("{} leases in table {}", leases.len(), args.application_name);
+        if !args.watch || !pause(args.interval.into()).await {
+            return Ok(());
+        }
     }
-    say!("{} leases in table {}", leases.len(), args.application_name);
-    Ok(())
+}
+
+/// On a terminal, clears it so that --watch redraws in place.
+fn clear_screen() {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        print!("\x1b[2J\x1b[H");
+    }
+}
+
+/// Sleeps; false if Ctrl-C or SIGTERM came first.
+async fn pause(duration: std::time::Duration) -> bool {
+    tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
 }
 
 async fn counts(args: CountsArgs) -> anyhow::Result<()> {
     let clients = Clients::from_env().await?;
-    let totals = sink::read_totals(&clients.dynamodb, &args.table.counts_table).await?;
-    let words: u64 = totals.iter().map(|(_, count)| count).sum();
-    say!(
-        "{} distinct words, {words} in all (table {})",
-        totals.len(),
-        args.table.counts_table
-    );
-    for (word, count) in totals.iter().take(args.top) {
-        say!("{count:>12}  {word}");
+    let table = &args.table.counts_table;
+    if let Some(path) = &args.expect {
+        return expect_totals(&clients, table, path, args.wait.into()).await;
     }
-    Ok(())
+    loop {
+        let totals = sink::read_totals(&clients.dynamodb, table).await?;
+        let words: u64 = totals.iter().map(|(_, count)| count).sum();
+        if args.watch {
+            clear_screen();
+        }
+        say!(
+            "{} distinct words, {words} in all (table {table})",
+            totals.len()
+        );
+        for (word, count) in totals.iter().take(args.top) {
+            say!("{count:>12}  {word}");
+        }
+        if !args.watch || !pause(args.interval.into()).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits until the counts table holds exactly a producer's totals, and
+/// says so; otherwise shows the differences and fails.
+async fn expect_totals(
+    clients: &Clients,
+    table: &str,
+    path: &std::path::Path,
+    wait: std::time::Duration,
+) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        user_records: u64,
+        totals: std::collections::BTreeMap<String, u64>,
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read --expect {}", path.display()))?;
+    let report: Report = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--expect {} is not a report of `shardwise produce --totals-json`",
+            path.display()
+        )
+    })?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let totals: std::collections::BTreeMap<String, u64> =
+            sink::read_totals(&clients.dynamodb, table)
+                .await?
+                .into_iter()
+                .collect();
+        if totals == report.totals {
+            let words: u64 = totals.values().sum();
+            say!(
+                "verdict: EXACT: the counts table holds exactly what the producer wrote: {} records, {words} words, {} distinct, each counted once",
+                report.user_records,
+                totals.len()
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut differences = Vec::new();
+            for word in report
+                .totals
+                .keys()
+                .chain(totals.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                let (want, got) = (
+                    report.totals.get(word).copied().unwrap_or(0),
+                    totals.get(word).copied().unwrap_or(0),
+                );
+                if want != got {
+                    differences.push(format!("{word:?}: produced {want}, counted {got}"));
+                }
+            }
+            say!(
+                "verdict: DIFFERENT after waiting {}:",
+                humantime::format_duration(wait)
+            );
+            for line in differences.iter().take(10) {
+                say!("  {line}");
+            }
+            anyhow::bail!(
+                "the counts table differs from the producer's totals in {} words",
+                differences.len()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
