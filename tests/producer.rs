@@ -221,3 +221,89 @@ async fn an_unknown_stream_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// The demo's path in small: the producer's report, `counts --expect`
+/// before any consumer ran (a clear "DIFFERENT" verdict, exit 1), then a
+/// worker, then the "EXACT" verdict (exit 0).
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_expect_gives_the_verdict_on_the_producers_report() {
+    let stream = unique_name("verdict");
+    let counts = unique_name("verdict-counts");
+    let clients = local_clients().await;
+    shardwise::sink::create_table_if_missing(&clients.dynamodb, &counts)
+        .await
+        .expect("table");
+    let json = tempfile::NamedTempFile::new().expect("temp file");
+    let report_path = json.path().to_string_lossy().to_string();
+    let out = produce(
+        &[
+            "--stream",
+            &stream,
+            "--create-stream",
+            "2",
+            "--records",
+            "400",
+            "--rate",
+            "4000",
+            "--aggregate",
+            "--totals-json",
+            &report_path,
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let verdict = |wait: &'static str| {
+        let (counts, report_path) = (counts.clone(), report_path.clone());
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
+                .args([
+                    "counts",
+                    "--counts-table",
+                    &counts,
+                    "--expect",
+                    &report_path,
+                    "--wait",
+                    wait,
+                ])
+                .output()
+                .await
+                .expect("counts --expect")
+        }
+    };
+    let before = verdict("1s").await;
+    assert_eq!(before.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&before.stdout);
+    assert!(stdout.starts_with("verdict: DIFFERENT"), "{stdout}");
+    assert!(stdout.contains("counted 0"), "{stdout}");
+
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
+        .args([
+            "worker",
+            "--application-name",
+            &unique_name("verdict-app"),
+            "--stream",
+            &stream,
+        ])
+        .args([
+            "--counts-table",
+            &counts,
+            "--initial-position",
+            "TRIM_HORIZON",
+        ])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker");
+    let after = verdict("60s").await;
+    let _ = worker.kill().await;
+    let stdout = String::from_utf8_lossy(&after.stdout);
+    assert_eq!(after.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("verdict: EXACT"), "{stdout}");
+    assert!(stdout.contains("400 records, 4000 words"), "{stdout}");
+}
