@@ -412,14 +412,10 @@ mod tests {
     use super::*;
 
     fn worker(args: &[&str]) -> Result<crate::worker::WorkerConfig, ConfigError> {
-        let mut all = vec![
-            "shardwise",
-            "worker",
-            "--application-name",
-            "app",
-            "--stream",
-            "s",
-        ];
+        let mut all = vec!["shardwise", "worker", "--application-name", "app"];
+        if !args.contains(&"--stream") {
+            all.extend(["--stream", "s"]);
+        }
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).expect("parses").command {
             Some(Command::Worker(args)) => args.into_config(),
