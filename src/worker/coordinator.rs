@@ -27,9 +27,142 @@ const SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What this worker has seen of another's lease: a counter, and when this
 /// worker first saw it (its own clock).
+#[derive(Debug, Clone, Copy)]
 struct Seen {
     counter: u64,
     since: Instant,
+}
+
+/// Every lease's counter as this worker last saw it change, on its own
+/// monotonic clock: expiry needs no clock sync between workers.
+#[derive(Debug, Default)]
+pub struct Observations {
+    seen: HashMap<String, Seen>,
+}
+
+impl Observations {
+    /// Notes the counters of a fresh scan made at `now`.
+    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+        for lease in leases {
+            let seen = self.seen.entry(lease.key.clone()).or_insert(Seen {
+                counter: lease.counter,
+                since: now,
+            });
+            if seen.counter != lease.counter {
+                *seen = Seen {
+                    counter: lease.counter,
+                    since: now,
+                };
+            }
+        }
+    }
+
+    /// Free, or its counter has not moved for `failover` on this clock.
+    pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
+        match &lease.owner {
+            None => true,
+            Some(_) => self.seen.get(&lease.key).is_some_and(|s| {
+                s.counter == lease.counter && now.duration_since(s.since) >= failover
+            }),
+        }
+    }
+}
+
+/// How a lease is to be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Free,
+    Expired,
+    Stolen,
+}
+
+impl How {
+    fn as_str(self) -> &'static str {
+        match self {
+            How::Free => "free",
+            How::Expired => "expired",
+            How::Stolen => "stolen",
+        }
+    }
+}
+
+/// Which leases this worker should take now. Pure but for the shuffle:
+/// - eligible leases: not finished, and every parent that has a lease is
+///   at SHARD_END (a child waits for its parents);
+/// - fair share: ceil(eligible ÷ live workers), live workers being the
+///   distinct owners of unexpired eligible leases plus this one, capped by
+///   `max_leases`;
+/// - below it: expired or free leases first; if there are none, one lease
+///   stolen from the most loaded worker, only while it holds more than the
+///   fair share (so the fleet converges without thrashing).
+pub fn plan_takes(
+    leases: &[Lease],
+    observations: &Observations,
+    now: Instant,
+    failover: Duration,
+    me: &str,
+    held: usize,
+    max_leases: Option<usize>,
+) -> Vec<(Lease, How)> {
+    let finished: HashSet<&str> = leases
+        .iter()
+        .filter(|l| l.is_finished())
+        .map(|l| l.key.as_str())
+        .collect();
+    let present: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+    let ready = |l: &Lease| {
+        !l.is_finished()
+            && l.parents
+                .iter()
+                .all(|p| !present.contains(p.as_str()) || finished.contains(p.as_str()))
+    };
+    let expired = |l: &Lease| observations.is_expired(l, now, failover);
+    let eligible: Vec<&Lease> = leases.iter().filter(|l| ready(l)).collect();
+    let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+    for lease in &eligible {
+        if let Some(owner) = &lease.owner
+            && owner != me
+            && !expired(lease)
+        {
+            load.entry(owner.as_str()).or_default().push(lease);
+        }
+    }
+    let mut target = eligible.len().div_ceil(load.len() + 1);
+    if let Some(max) = max_leases {
+        target = target.min(max);
+    }
+    if held >= target {
+        return Vec::new();
+    }
+    let wanted = target - held;
+    // (A lease of this worker's own that looks expired is one it lost
+    // track of; it is not taken again from itself.)
+    let mut candidates: Vec<&Lease> = eligible
+        .iter()
+        .copied()
+        .filter(|l| l.owner.as_deref() != Some(me) && expired(l))
+        .collect();
+    fastrand::shuffle(&mut candidates);
+    let mut takes: Vec<(Lease, How)> = candidates
+        .into_iter()
+        .take(wanted)
+        .map(|l| {
+            let how = if l.owner.is_some() {
+                How::Expired
+            } else {
+                How::Free
+            };
+            (l.clone(), how)
+        })
+        .collect();
+    if takes.is_empty()
+        && let Some((_, leases)) = load.iter().max_by_key(|(owner, l)| (l.len(), **owner))
+        && leases.len() > target
+        && let Some(lease) = leases.get(fastrand::usize(0..leases.len()))
+    {
+        takes.push(((*lease).clone(), How::Stolen));
+    }
+    takes
 }
 
 struct Running {
@@ -43,7 +176,7 @@ pub struct Coordinator {
     table: LeaseTable,
     context: ConsumerContext,
     owner: Arc<str>,
-    seen: HashMap<String, Seen>,
+    observations: Observations,
     running: HashMap<String, Running>,
     tasks: JoinSet<(String, ConsumerEnd)>,
     /// Shards whose consumer ended at SHARD_END (no longer renewed).
@@ -58,7 +191,7 @@ impl Coordinator {
             table,
             context,
             owner,
-            seen: HashMap::new(),
+            observations: Observations::default(),
             running: HashMap::new(),
             tasks: JoinSet::new(),
             finished: HashSet::new(),
@@ -137,98 +270,33 @@ impl Coordinator {
 
     async fn take_and_balance(&mut self, leases: Vec<Lease>, shutdown: &CancellationToken) {
         let now = Instant::now();
-        let failover = self.config.failover_time;
-        // What this worker has observed, on its own clock.
-        for lease in &leases {
-            let entry = self.seen.entry(lease.key.clone()).or_insert(Seen {
-                counter: lease.counter,
-                since: now,
-            });
-            if entry.counter != lease.counter {
-                *entry = Seen {
-                    counter: lease.counter,
-                    since: now,
-                };
-            }
-        }
-        let finished: HashSet<&str> = leases
-            .iter()
-            .filter(|l| l.is_finished())
-            .map(|l| l.key.as_str())
-            .collect();
-        let present: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
-        // A child waits until every parent that has a lease is finished.
-        let ready = |l: &Lease| {
-            !l.is_finished()
-                && !self.finished.contains(&l.key)
-                && l.parents
-                    .iter()
-                    .all(|p| !present.contains(p.as_str()) || finished.contains(p.as_str()))
-        };
-        let expired = |l: &Lease| match &l.owner {
-            None => true,
-            Some(_) => self
-                .seen
-                .get(&l.key)
-                .is_some_and(|s| now.duration_since(s.since) >= failover),
-        };
-        let eligible: Vec<&Lease> = leases.iter().filter(|l| ready(l)).collect();
-        let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
-        for lease in &eligible {
-            if let Some(owner) = &lease.owner
-                && !expired(lease)
-                && **owner != *self.owner
-            {
-                load.entry(owner.as_str()).or_default().push(lease);
-            }
-        }
-        let workers = load.len() + 1;
-        let mut target = eligible.len().div_ceil(workers);
-        if let Some(max) = self.config.max_leases {
-            target = target.min(max);
-        }
-        let mine = self.running.len();
-        if mine >= target {
-            return;
-        }
-        let mut wanted = target - mine;
-        let mut candidates: Vec<&Lease> = eligible
-            .iter()
-            .copied()
-            .filter(|l| !self.running.contains_key(&l.key) && expired(l))
-            .collect();
-        fastrand::shuffle(&mut candidates);
-        let mut to_take: Vec<(Lease, &'static str)> = candidates
+        self.observations.observe(&leases, now);
+        // Shards this worker finished are not taken again, even before the
+        // table shows their SHARD_END.
+        let leases: Vec<Lease> = leases
             .into_iter()
-            .take(wanted)
-            .map(|l| {
-                (
-                    l.clone(),
-                    if l.owner.is_some() { "expired" } else { "free" },
-                )
-            })
+            .filter(|l| !self.finished.contains(&l.key))
             .collect();
-        wanted -= to_take.len();
-        // Still below the fair share and nothing expired: steal one lease
-        // from the most loaded worker, only if it holds more than the
-        // target, so the fleet converges without thrashing.
-        if wanted > 0
-            && to_take.is_empty()
-            && let Some((victim, leases)) = load.iter().max_by_key(|(owner, l)| (l.len(), *owner))
-            && leases.len() > target
-            && let Some(lease) = leases.get(fastrand::usize(0..leases.len()))
-        {
-            info!(shard_id = %lease.key, from = %victim, "stealing a lease to balance the load");
-            to_take.push(((*lease).clone(), "stolen"));
-        }
-        for (lease, how) in to_take {
+        let takes = plan_takes(
+            &leases,
+            &self.observations,
+            now,
+            self.config.failover_time,
+            &self.owner,
+            self.running.len(),
+            self.config.max_leases,
+        );
+        for (lease, how) in takes {
+            if how == How::Stolen {
+                info!(shard_id = %lease.key, from = ?lease.owner, "stealing a lease to balance the load");
+            }
             match self
                 .table
                 .take(&lease.key, lease.counter, &self.owner)
                 .await
             {
                 Ok(counter) => {
-                    info!(shard_id = %lease.key, worker_id = %self.owner, how, previous_owner = ?lease.owner, "lease taken");
+                    info!(shard_id = %lease.key, worker_id = %self.owner, how = how.as_str(), previous_owner = ?lease.owner, "lease taken");
                     self.start_consumer(lease, counter, shutdown);
                 }
                 Err(LeaseError::Lost { .. }) => {
@@ -382,5 +450,132 @@ pub async fn list_shards(
         if token.is_none() {
             return Ok(shards);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+        Lease {
+            key: key.into(),
+            owner: owner.map(String::from),
+            counter,
+            checkpoint: lease::TRIM_HORIZON.into(),
+            ..Lease::default()
+        }
+    }
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    fn plan(leases: &[Lease], seen: &Observations, held: usize) -> Vec<(String, How)> {
+        let mut takes: Vec<(String, How)> =
+            plan_takes(leases, seen, Instant::now(), FAILOVER, "me", held, None)
+                .into_iter()
+                .map(|(l, how)| (l.key, how))
+                .collect();
+        takes.sort_by(|a, b| a.0.cmp(&b.0));
+        takes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_expires_only_after_the_failover_time_on_this_clock() {
+        let mut seen = Observations::default();
+        let leases = vec![lease("s0", Some("dead"), 7)];
+        seen.observe(&leases, Instant::now());
+        tokio::time::advance(FAILOVER - Duration::from_millis(1)).await;
+        seen.observe(&leases, Instant::now());
+        assert!(plan(&leases, &seen, 0).is_empty(), "not yet expired");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(plan(&leases, &seen, 0), vec![("s0".into(), How::Expired)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_lease_never_expires() {
+        let mut seen = Observations::default();
+        for counter in 0..10 {
+            seen.observe(&[lease("s0", Some("alive"), counter)], Instant::now());
+            tokio::time::advance(FAILOVER / 3).await;
+        }
+        let now = [lease("s0", Some("alive"), 9)];
+        // The last change was seen a third of the failover time ago.
+        assert!(!seen.is_expired(&now[0], Instant::now(), FAILOVER));
+        assert!(plan(&now, &seen, 0).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn free_leases_are_taken_up_to_the_fair_share() {
+        let seen = Observations::default();
+        let leases: Vec<Lease> = (0..6).map(|i| lease(&format!("s{i}"), None, 0)).collect();
+        assert_eq!(plan(&leases, &seen, 0).len(), 6, "alone: all of them");
+        let mut with_peer = leases.clone();
+        with_peer[0].owner = Some("peer".into());
+        with_peer[1].owner = Some("peer".into());
+        let mut seen = Observations::default();
+        seen.observe(&with_peer, Instant::now());
+        let takes = plan(&with_peer, &seen, 0);
+        assert_eq!(takes.len(), 3, "two workers: ceil(6/2)");
+        assert!(takes.iter().all(|(_, how)| *how == How::Free));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_below_its_share_steals_one_from_the_most_loaded() {
+        let leases: Vec<Lease> = (0..6)
+            .map(|i| lease(&format!("s{i}"), Some(if i < 4 { "a" } else { "b" }), 1))
+            .collect();
+        let mut seen = Observations::default();
+        seen.observe(&leases, Instant::now());
+        let takes = plan(&leases, &seen, 0);
+        assert_eq!(takes.len(), 1, "one at a time");
+        assert_eq!(takes[0].1, How::Stolen);
+        let stolen = leases
+            .iter()
+            .find(|l| l.key == takes[0].0)
+            .expect("a lease");
+        assert_eq!(stolen.owner.as_deref(), Some("a"), "from the most loaded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_stealing_when_nobody_is_above_the_share() {
+        // 4 leases, 3 workers: share 2. a holds 2, b and this one 1 each.
+        let leases = vec![
+            lease("s0", Some("a"), 1),
+            lease("s1", Some("a"), 1),
+            lease("s2", Some("b"), 1),
+            lease("s3", Some("me"), 1),
+        ];
+        let mut seen = Observations::default();
+        seen.observe(&leases, Instant::now());
+        assert!(plan(&leases, &seen, 1).is_empty(), "no thrash");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_waits_until_its_parents_reach_shard_end() {
+        let mut parent = lease("parent", Some("a"), 1);
+        let mut child = lease("child", None, 0);
+        child.parents = vec!["parent".into(), "gone".into()];
+        let mut seen = Observations::default();
+        seen.observe(&[parent.clone(), child.clone()], Instant::now());
+        let takes = plan(&[parent.clone(), child.clone()], &seen, 0);
+        assert!(
+            takes.iter().all(|(key, _)| key != "child"),
+            "parent still open"
+        );
+        parent.checkpoint = lease::SHARD_END.into();
+        let takes = plan(&[parent, child], &seen, 0);
+        assert_eq!(
+            takes,
+            vec![("child".into(), How::Free)],
+            "a trimmed parent (no lease) does not block"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_leases_caps_the_share() {
+        let leases: Vec<Lease> = (0..8).map(|i| lease(&format!("s{i}"), None, 0)).collect();
+        let seen = Observations::default();
+        let takes = plan_takes(&leases, &seen, Instant::now(), FAILOVER, "me", 1, Some(3));
+        assert_eq!(takes.len(), 2);
     }
 }
