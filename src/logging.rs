@@ -27,8 +27,11 @@ pub fn init(format: LogFormat) {
         LogFormat::Human => false,
         LogFormat::Auto => in_aws_runtime(),
     };
+    // Colours only on a terminal: in a file or CloudWatch they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests) keeps the first subscriber: ignore the error.
     let _ = if json {

@@ -308,3 +308,344 @@ async fn three_workers_share_six_shards_survive_kill_9_and_hand_over_on_sigterm(
     );
     assert_eq!(totals(&s).await, expected, "nothing counted twice");
 }
+
+/// Stop cleanly, start again: the new worker resumes every shard from its
+/// checkpoint, and re-reading changes no count.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_after_a_clean_stop_resumes_from_the_checkpoints() {
+    let s = setup(2).await;
+    let first = texts(0, 600);
+    put(&s, &first).await;
+    let expected = expected_counts(first.iter().map(Vec::as_slice));
+    let mut worker = Worker::start(&s.app, &s.stream, &s.counts, "first");
+    until("exact counts", Duration::from_secs(60), || async {
+        totals(&s).await == expected
+    })
+    .await;
+    worker.signal("-TERM");
+    assert_eq!(worker.wait(Duration::from_secs(30)).code(), Some(0));
+    let checkpoints: BTreeMap<String, String> = leases(&s)
+        .await
+        .into_iter()
+        .map(|l| (l.key, l.checkpoint))
+        .collect();
+    assert!(
+        checkpoints
+            .values()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_digit())),
+        "{checkpoints:?}"
+    );
+
+    let second = Worker::start(&s.app, &s.stream, &s.counts, "second");
+    until("both shards resumed", Duration::from_secs(30), || async {
+        leases(&s)
+            .await
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("second"))
+    })
+    .await;
+    until(
+        "resumed from the checkpoints",
+        Duration::from_secs(30),
+        || async {
+            let log = second.log();
+            checkpoints
+                .values()
+                .all(|c| log.contains(&format!("checkpoint={c}")))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        totals(&s).await,
+        expected,
+        "replayed records changed no count"
+    );
+}
+
+/// Another owner and counter written straight into the table: the worker
+/// notices at its next renewal, stops the shard without a checkpoint, and
+/// (the intruder never renewing) takes it back after the failover time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_stolen_from_under_a_worker_stops_that_shard_without_a_checkpoint() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = setup(1).await;
+    let first = texts(0, 300);
+    put(&s, &first).await;
+    let worker = Worker::start(&s.app, &s.stream, &s.counts, "victim");
+    let expected = expected_counts(first.iter().map(Vec::as_slice));
+    until("exact counts", Duration::from_secs(60), || async {
+        totals(&s).await == expected
+    })
+    .await;
+    until("a checkpoint", Duration::from_secs(30), || async {
+        leases(&s)
+            .await
+            .iter()
+            .all(|l| l.checkpoint.chars().all(|c| c.is_ascii_digit()))
+    })
+    .await;
+    let before = leases(&s).await.remove(0);
+    s.clients
+        .dynamodb
+        .update_item()
+        .table_name(&s.app)
+        .key("leaseKey", AttributeValue::S(before.key.clone()))
+        .update_expression("SET leaseOwner = :intruder, leaseCounter = leaseCounter + :one")
+        .expression_attribute_values(":intruder", AttributeValue::S("intruder".into()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("steal");
+    let second = texts(300, 500);
+    let puts: Vec<Put> = second
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Put {
+            partition_key: format!("late-{i}"),
+            explicit_hash_key: None,
+            data: data.clone(),
+        })
+        .collect();
+    common::put_records(&s.clients.kinesis, &s.stream, &puts).await;
+    until("the worker noticed", Duration::from_secs(10), || async {
+        worker.log().contains("lease lost")
+    })
+    .await;
+    let during = leases(&s).await.remove(0);
+    assert_eq!(during.owner.as_deref(), Some("intruder"));
+    assert_eq!(
+        during.checkpoint, before.checkpoint,
+        "no checkpoint after the lease was lost"
+    );
+
+    let all: Vec<Vec<u8>> = first.iter().chain(second.iter()).cloned().collect();
+    let expected = expected_counts(all.iter().map(Vec::as_slice));
+    // (The victim may count the late records before its next renewal
+    // notices the theft: only its checkpoints are fenced, and the counts
+    // sink keeps the counts exact either way.)
+    until(
+        "taken back after the failover",
+        Duration::from_secs(60),
+        || async { leases(&s).await[0].owner.as_deref() == Some("victim") },
+    )
+    .await;
+    until("counted exactly", Duration::from_secs(60), || async {
+        totals(&s).await == expected
+    })
+    .await;
+}
+
+/// A lease table as the Java KCL 2.x writes it (no shardwise attributes, a
+/// dead Java worker as owner, a checkpoint in the middle of a shard): the
+/// worker takes the leases after the failover time and resumes from those
+/// checkpoints, so records before them are not counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_written_by_the_java_kcl_is_resumed_from_its_checkpoints() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap as Map;
+    let s = setup(2).await;
+    let texts = texts(0, 400);
+    let puts: Vec<Put> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Put {
+            partition_key: format!("key-{i}"),
+            explicit_hash_key: None,
+            data: data.clone(),
+        })
+        .collect();
+    let read = put_and_read_back(&s.clients.kinesis, &s.stream, &puts).await;
+    LeaseTable::new(s.clients.dynamodb.clone(), &s.app)
+        .create_if_missing()
+        .await
+        .expect("table");
+    let mut expected_texts: Vec<Vec<u8>> = Vec::new();
+    for (n, (shard, records)) in read.iter().enumerate() {
+        // First shard: checkpointed at its 50th record; second: at its start.
+        let checkpoint = if n == 0 {
+            records[49].sequence_number().to_string()
+        } else {
+            "TRIM_HORIZON".to_string()
+        };
+        let skip = if n == 0 { 50 } else { 0 };
+        expected_texts.extend(records[skip..].iter().map(|r| r.data().as_ref().to_vec()));
+        let item: Map<String, AttributeValue> = Map::from([
+            ("leaseKey".into(), AttributeValue::S(shard.clone())),
+            (
+                "leaseOwner".into(),
+                AttributeValue::S("java-worker-1".into()),
+            ),
+            ("leaseCounter".into(), AttributeValue::N("41".into())),
+            (
+                "ownerSwitchesSinceCheckpoint".into(),
+                AttributeValue::N("0".into()),
+            ),
+            ("checkpoint".into(), AttributeValue::S(checkpoint)),
+            (
+                "checkpointSubSequenceNumber".into(),
+                AttributeValue::N("0".into()),
+            ),
+        ]);
+        s.clients
+            .dynamodb
+            .put_item()
+            .table_name(&s.app)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put lease");
+    }
+    let _worker = Worker::start(&s.app, &s.stream, &s.counts, "rust-worker");
+    let expected = expected_counts(expected_texts.iter().map(Vec::as_slice));
+    until(
+        "resumed from the Java checkpoints",
+        Duration::from_secs(60),
+        || async { totals(&s).await == expected },
+    )
+    .await;
+    let after = leases(&s).await;
+    assert!(
+        after
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("rust-worker") && l.counter > 41),
+        "{after:?}"
+    );
+}
+
+/// Split one shard and merge two others while records flow: no child is
+/// read before all its parents are at SHARD_END (sampled from the table the
+/// whole time), and the counts are exact at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn resharding_while_records_flow_keeps_parents_before_children() {
+    let s = setup(3).await;
+    let first = texts(0, 300);
+    put(&s, &first).await;
+    let _worker = Worker::start(&s.app, &s.stream, &s.counts, "resharder");
+    let expected_first = expected_counts(first.iter().map(Vec::as_slice));
+    until("first records counted", Duration::from_secs(60), || async {
+        totals(&s).await == expected_first
+    })
+    .await;
+
+    // Sample the lease table in the background from here on.
+    let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let (dynamodb, app, violations, stop) = (
+            s.clients.dynamodb.clone(),
+            s.app.clone(),
+            violations.clone(),
+            sampling.clone(),
+        );
+        tokio::spawn(async move {
+            let table = LeaseTable::new(dynamodb, app);
+            while !stop.is_cancelled() {
+                if let Ok(leases) = table.list().await {
+                    let by_key: HashMap<&str, &Lease> =
+                        leases.iter().map(|l| (l.key.as_str(), l)).collect();
+                    for child in leases.iter().filter(|l| !l.parents.is_empty()) {
+                        let started = child.checkpoint.chars().all(|c| c.is_ascii_digit())
+                            || child.is_finished();
+                        for parent in &child.parents {
+                            if started
+                                && by_key
+                                    .get(parent.as_str())
+                                    .is_some_and(|p| !p.is_finished())
+                            {
+                                violations
+                                    .lock()
+                                    .expect("lock")
+                                    .push(format!("{} read before {parent} ended", child.key));
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let shards = shardwise::worker::coordinator::list_shards(
+        &s.clients.kinesis,
+        &shardwise::worker::StreamRef::parse(&s.stream),
+    )
+    .await
+    .expect("shards");
+    let range = |i: usize| {
+        let r = shards[i].hash_key_range().expect("range");
+        (
+            r.starting_hash_key().parse::<u128>().expect("u128"),
+            r.ending_hash_key().parse::<u128>().expect("u128"),
+        )
+    };
+    let (start, end) = range(0);
+    s.clients
+        .kinesis
+        .split_shard()
+        .stream_name(&s.stream)
+        .shard_to_split(shards[0].shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    wait_active(&s).await;
+    s.clients
+        .kinesis
+        .merge_shards()
+        .stream_name(&s.stream)
+        .shard_to_merge(shards[1].shard_id())
+        .adjacent_shard_to_merge(shards[2].shard_id())
+        .send()
+        .await
+        .expect("MergeShards");
+    wait_active(&s).await;
+
+    let second = texts(300, 700);
+    let puts: Vec<Put> = second
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Put {
+            partition_key: format!("after-{i}"),
+            explicit_hash_key: None,
+            data: data.clone(),
+        })
+        .collect();
+    common::put_records(&s.clients.kinesis, &s.stream, &puts).await;
+    let all: Vec<Vec<u8>> = first.iter().chain(second.iter()).cloned().collect();
+    let expected = expected_counts(all.iter().map(Vec::as_slice));
+    until(
+        "exact counts across the reshard",
+        Duration::from_secs(120),
+        || async { totals(&s).await == expected },
+    )
+    .await;
+    until(
+        "parents at SHARD_END, children leased",
+        Duration::from_secs(60),
+        || async {
+            let leases = leases(&s).await;
+            leases.len() == 6 && leases.iter().filter(|l| l.is_finished()).count() == 3
+        },
+    )
+    .await;
+    sampling.cancel();
+    let _ = sampler.await;
+    let violations = violations.lock().expect("lock").clone();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+async fn wait_active(s: &Setup) {
+    until("stream ACTIVE", Duration::from_secs(30), || async {
+        s.clients
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&s.stream)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.stream_description_summary)
+            .is_some_and(|d| d.stream_status == aws_sdk_kinesis::types::StreamStatus::Active)
+    })
+    .await;
+}
