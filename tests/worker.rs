@@ -620,15 +620,30 @@ async fn resharding_while_records_flow_keeps_parents_before_children() {
         || async { totals(&s).await == expected },
     )
     .await;
+    // Once the children have started, the parents' leases are cleaned up;
+    // shard sync must not lease the parents again.
     until(
-        "parents at SHARD_END, children leased",
+        "parents cleaned up, three children leased",
         Duration::from_secs(60),
         || async {
             let leases = leases(&s).await;
-            leases.len() == 6 && leases.iter().filter(|l| l.is_finished()).count() == 3
+            leases.len() == 3
+                && leases
+                    .iter()
+                    .all(|l| !l.parents.is_empty() && !l.is_finished())
         },
     )
     .await;
+    // A worker starting now runs shard sync: the parents are still listed
+    // by Kinesis, and must not be leased again.
+    let late = Worker::start(&s.app, &s.stream, &s.counts, "late");
+    until(
+        "the late worker started",
+        Duration::from_secs(30),
+        || async { late.log().contains("worker started") },
+    )
+    .await;
+    assert_eq!(leases(&s).await.len(), 3, "no parent leased again");
     sampling.cancel();
     let _ = sampler.await;
     let violations = violations.lock().expect("lock").clone();

@@ -269,6 +269,7 @@ impl Coordinator {
     }
 
     async fn take_and_balance(&mut self, leases: Vec<Lease>, shutdown: &CancellationToken) {
+        self.clean_up_finished(&leases).await;
         let now = Instant::now();
         self.observations.observe(&leases, now);
         // Shards this worker finished are not taken again, even before the
@@ -303,6 +304,32 @@ impl Coordinator {
                     info!(shard_id = %lease.key, "another worker took the lease first");
                 }
                 Err(e) => warn!(shard_id = %lease.key, error = %e, "could not take the lease"),
+            }
+        }
+    }
+
+    /// Deletes the leases of finished shards whose children have all
+    /// started, as KCL's lease cleanup does: they are no longer needed to
+    /// hold the children back. (Any worker may do it; the delete is
+    /// conditional on `SHARD_END`.)
+    async fn clean_up_finished(&mut self, leases: &[Lease]) {
+        for parent in leases.iter().filter(|l| l.is_finished()) {
+            let children: Vec<&Lease> = leases
+                .iter()
+                .filter(|l| l.parents.contains(&parent.key) || parent.children.contains(&l.key))
+                .collect();
+            if children.is_empty() || !children.iter().all(|c| c.has_started()) {
+                continue;
+            }
+            match self.table.delete_finished(&parent.key).await {
+                Ok(true) => {
+                    info!(shard_id = %parent.key, "lease of a finished shard cleaned up: its children have started");
+                    self.finished.remove(&parent.key);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(shard_id = %parent.key, error = %e, "could not clean up a finished lease")
+                }
             }
         }
     }
@@ -372,17 +399,18 @@ impl Coordinator {
 /// # Errors
 /// When the stream's shards cannot be listed or the table written.
 pub async fn shard_sync(context: &ConsumerContext, table: &LeaseTable) -> Result<usize, String> {
-    let existing: HashSet<String> = table
-        .list()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|l| l.key)
+    let leases = table.list().await.map_err(|e| e.to_string())?;
+    // A shard with a child lease was finished (its own lease may have been
+    // cleaned up since): never lease it again.
+    let has_child: HashSet<String> = leases
+        .iter()
+        .flat_map(|l| l.parents.iter().cloned())
         .collect();
+    let existing: HashSet<String> = leases.into_iter().map(|l| l.key).collect();
     let shards = list_shards(&context.kinesis, &context.stream).await?;
     let mut created = 0;
     for shard in shards {
-        if existing.contains(&shard.shard_id) {
+        if existing.contains(&shard.shard_id) || has_child.contains(&shard.shard_id) {
             continue;
         }
         let parents: Vec<String> = shard

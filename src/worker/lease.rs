@@ -62,6 +62,11 @@ impl Lease {
         self.checkpoint == SHARD_END
     }
 
+    /// Whether processing has begun: a sequence-number checkpoint, or done.
+    pub fn has_started(&self) -> bool {
+        self.is_finished() || self.checkpoint.bytes().all(|b| b.is_ascii_digit())
+    }
+
     fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Self> {
         let s = |name: &str| match item.get(name) {
             Some(AttributeValue::S(v)) => Some(v.clone()),
@@ -408,6 +413,31 @@ impl LeaseTable {
             .await
             .map_err(|e| self.fail(key, e))?;
         Ok(())
+    }
+
+    /// Deletes a finished lease (conditional on its `SHARD_END`), once its
+    /// children have started. Returns whether it was deleted.
+    ///
+    /// # Errors
+    /// [`LeaseError`] other than "no longer finished or gone".
+    pub async fn delete_finished(&self, key: &str) -> Result<bool, LeaseError> {
+        match self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .condition_expression("#checkpoint = :end")
+            .expression_attribute_names("#checkpoint", CHECKPOINT)
+            .expression_attribute_values(":end", AttributeValue::S(SHARD_END.to_string()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.fail(key, e) {
+                LeaseError::Lost { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
     }
 
     /// Gives a held lease up (owner removed, counter + 1), so that a peer

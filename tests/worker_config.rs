@@ -1,0 +1,117 @@
+//! A worker refuses settings that cannot work, before doing any work: a
+//! clear message naming the culprit and the remedy, and a non-zero exit.
+
+mod common;
+
+use std::process::Output;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::{local_clients, unique_name};
+use shardwise::worker::lease::LeaseTable;
+
+async fn worker(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
+        .arg("worker")
+        .args(args)
+        .output()
+        .await
+        .expect("shardwise worker")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn an_unknown_stream_is_named_with_the_remedy() {
+    let stream = unique_name("missing");
+    let out = worker(&[
+        "--application-name",
+        &unique_name("app"),
+        "--stream",
+        &stream,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("stream \"{stream}\" not found")),
+        "{text}"
+    );
+    assert!(text.contains("shardwise setup --stream"), "{text}");
+}
+
+#[tokio::test]
+async fn a_lease_table_of_another_stream_is_refused() {
+    let clients = local_clients().await;
+    let stream = unique_name("mine");
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let app = unique_name("app");
+    LeaseTable::new(clients.dynamodb.clone(), &app)
+        .create_if_missing()
+        .await
+        .expect("table");
+    clients
+        .dynamodb
+        .put_item()
+        .table_name(&app)
+        .item("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .item("leaseCounter", AttributeValue::N("3".into()))
+        .item("checkpoint", AttributeValue::S("TRIM_HORIZON".into()))
+        .item(
+            "shardwiseStream",
+            AttributeValue::S("renamed-old-stream".into()),
+        )
+        .send()
+        .await
+        .expect("lease");
+    let out = worker(&["--application-name", &app, "--stream", &stream]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "lease table \"{app}\" belongs to stream \"renamed-old-stream\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("use another --application-name"), "{text}");
+}
+
+#[tokio::test]
+async fn impossible_timings_are_refused_before_any_aws_call() {
+    // No endpoint, no region: the check comes first.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
+        .args(["worker", "--application-name", "a", "--stream", "s"])
+        .args(["--failover-time", "3s", "--renew-interval", "5s"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_ENDPOINT_URL_KINESIS")
+        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+        .output()
+        .await
+        .expect("shardwise worker");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("--renew-interval (5s) must be shorter than --failover-time (3s)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_nonsense_duration_is_a_usage_error_naming_the_flag() {
+    let out = worker(&[
+        "--application-name",
+        "a",
+        "--stream",
+        "s",
+        "--failover-time",
+        "banana",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(text.contains("--failover-time"), "{text}");
+    assert!(text.contains("banana"), "{text}");
+}
