@@ -579,6 +579,27 @@ async fn resharding_while_records_flow_keeps_parents_before_children() {
             r.ending_hash_key().parse::<u128>().expect("u128"),
         )
     };
+    // Records keep flowing while the shards split and merge.
+    let second = texts(300, 700);
+    let flowing = {
+        let (kinesis, stream, second) =
+            (s.clients.kinesis.clone(), s.stream.clone(), second.clone());
+        tokio::spawn(async move {
+            for (n, chunk) in second.chunks(50).enumerate() {
+                let puts: Vec<Put> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, data)| Put {
+                        partition_key: format!("after-{n}-{i}"),
+                        explicit_hash_key: None,
+                        data: data.clone(),
+                    })
+                    .collect();
+                common::put_records(&kinesis, &stream, &puts).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let (start, end) = range(0);
     s.clients
         .kinesis
@@ -601,17 +622,7 @@ async fn resharding_while_records_flow_keeps_parents_before_children() {
         .expect("MergeShards");
     wait_active(&s).await;
 
-    let second = texts(300, 700);
-    let puts: Vec<Put> = second
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("after-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
-    common::put_records(&s.clients.kinesis, &s.stream, &puts).await;
+    flowing.await.expect("puts during the reshard");
     let all: Vec<Vec<u8>> = first.iter().chain(second.iter()).cloned().collect();
     let expected = expected_counts(all.iter().map(Vec::as_slice));
     until(

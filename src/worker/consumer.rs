@@ -466,3 +466,39 @@ async fn wait(duration: Duration, lost: &CancellationToken, shutdown: &Cancellat
         _ = tokio::time::sleep(duration) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for failures in 1..20 {
+            let bound = BACKOFF_FIRST
+                .saturating_mul(1 << failures.min(8))
+                .min(BACKOFF_MAX);
+            for _ in 0..50 {
+                let pause = backoff(failures);
+                assert!(
+                    pause >= bound / 2 && pause <= bound,
+                    "{failures}: {pause:?} vs {bound:?}"
+                );
+            }
+        }
+        assert!(backoff(30) <= BACKOFF_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_ends_at_once_when_the_lease_is_lost() {
+        let (lost, shutdown) = (CancellationToken::new(), CancellationToken::new());
+        let start = Instant::now();
+        let waiting = tokio::spawn({
+            let (lost, shutdown) = (lost.clone(), shutdown.clone());
+            async move { wait(Duration::from_secs(60), &lost, &shutdown).await }
+        });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        lost.cancel();
+        assert!(waiting.await.expect("task"), "interrupted");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}
