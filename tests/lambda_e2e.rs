@@ -77,15 +77,7 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
         .map(|i| format!("{} {} lambda e2e", i % 10, (i * 3) % 10).into_bytes())
         .collect();
     texts.push(b"bad \xff bytes".to_vec());
-    let puts: Vec<Put> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("key-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
+    let puts: Vec<Put> = common::puts_of(&texts, "key");
     let events: Vec<serde_json::Value> = put_and_read_back(&clients.kinesis, &stream, &puts)
         .await
         .iter()

@@ -120,15 +120,7 @@ fn texts(from: usize, to: usize) -> Vec<Vec<u8>> {
 /// Puts the texts with varied keys; returns the last sequence number of
 /// each shard.
 async fn put(s: &Setup, texts: &[Vec<u8>]) -> HashMap<String, String> {
-    let puts: Vec<Put> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("key-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
+    let puts: Vec<Put> = common::puts_of(texts, "key");
     put_and_read_back(&s.clients.kinesis, &s.stream, &puts)
         .await
         .into_iter()
@@ -262,15 +254,7 @@ async fn three_workers_share_six_shards_survive_kill_9_and_hand_over_on_sigterm(
     eprintln!("figure: shards resumed {taken_over:?} after kill -9 (failover time {FAILOVER})");
 
     let second = texts(1200, 2400);
-    let puts: Vec<Put> = second
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("more-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
+    let puts: Vec<Put> = common::puts_of(&second, "more");
     common::put_records(&s.clients.kinesis, &s.stream, &puts).await;
     let all: Vec<Vec<u8>> = first.iter().chain(second.iter()).cloned().collect();
     let expected = expected_counts(all.iter().map(Vec::as_slice));
@@ -398,15 +382,7 @@ async fn a_lease_stolen_from_under_a_worker_stops_that_shard_without_a_checkpoin
         .await
         .expect("steal");
     let second = texts(300, 500);
-    let puts: Vec<Put> = second
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("late-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
+    let puts: Vec<Put> = common::puts_of(&second, "late");
     common::put_records(&s.clients.kinesis, &s.stream, &puts).await;
     until("the worker noticed", Duration::from_secs(10), || async {
         worker.log().contains("lease lost")
@@ -446,15 +422,7 @@ async fn a_table_written_by_the_java_kcl_is_resumed_from_its_checkpoints() {
     use std::collections::HashMap as Map;
     let s = setup(2).await;
     let texts = texts(0, 400);
-    let puts: Vec<Put> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, data)| Put {
-            partition_key: format!("key-{i}"),
-            explicit_hash_key: None,
-            data: data.clone(),
-        })
-        .collect();
+    let puts: Vec<Put> = common::puts_of(&texts, "key");
     let read = put_and_read_back(&s.clients.kinesis, &s.stream, &puts).await;
     LeaseTable::new(s.clients.dynamodb.clone(), &s.app)
         .create_if_missing()

@@ -296,23 +296,35 @@ impl LeaseTable {
         }
     }
 
-    /// Renews a held lease: `leaseCounter + 1`, if owner and counter are
-    /// still ours. Returns the new counter.
-    ///
-    /// # Errors
-    /// [`LeaseError::Lost`] when another worker moved it.
-    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+    /// An `UpdateItem` on a held lease, fenced: it applies only while the
+    /// owner and counter are still ours (`:next` is the counter + 1 that
+    /// every such update writes). The one place the fencing rule lives.
+    fn fenced_update(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, AttributeValue::S(key.to_string()))
-            .update_expression("SET #counter = :next")
             .condition_expression("#owner = :owner AND #counter = :counter")
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
             .expression_attribute_values(":counter", AttributeValue::N(counter.to_string()))
             .expression_attribute_values(":next", AttributeValue::N((counter + 1).to_string()))
+    }
+
+    /// Renews a held lease: `leaseCounter + 1`, if owner and counter are
+    /// still ours. Returns the new counter.
+    ///
+    /// # Errors
+    /// [`LeaseError::Lost`] when another worker moved it.
+    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+        self.fenced_update(key, owner, counter)
+            .update_expression("SET #counter = :next")
             .send()
             .await
             .map_err(|e| self.fail(key, e))?;
@@ -359,19 +371,10 @@ impl LeaseTable {
         lag_millis: Option<u64>,
     ) -> Result<u64, LeaseError> {
         let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
-            .condition_expression("#owner = :owner AND #counter = :counter")
-            .expression_attribute_names("#counter", LEASE_COUNTER)
-            .expression_attribute_names("#owner", LEASE_OWNER)
+            .fenced_update(key, owner, counter)
             .expression_attribute_names("#checkpoint", CHECKPOINT)
             .expression_attribute_names("#sub", CHECKPOINT_SUB)
             .expression_attribute_names("#switches", OWNER_SWITCHES)
-            .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":counter", AttributeValue::N(counter.to_string()))
-            .expression_attribute_values(":next", AttributeValue::N((counter + 1).to_string()))
             .expression_attribute_values(":checkpoint", AttributeValue::S(checkpoint.to_string()))
             .expression_attribute_values(":sub", AttributeValue::N(sub.to_string()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()));
@@ -446,17 +449,8 @@ impl LeaseTable {
     /// # Errors
     /// [`LeaseError::Lost`] when another worker moved it already.
     pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+        self.fenced_update(key, owner, counter)
             .update_expression("SET #counter = :next REMOVE #owner")
-            .condition_expression("#owner = :owner AND #counter = :counter")
-            .expression_attribute_names("#counter", LEASE_COUNTER)
-            .expression_attribute_names("#owner", LEASE_OWNER)
-            .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":counter", AttributeValue::N(counter.to_string()))
-            .expression_attribute_values(":next", AttributeValue::N((counter + 1).to_string()))
             .send()
             .await
             .map_err(|e| self.fail(key, e))?;

@@ -38,6 +38,19 @@ pub struct Put {
     pub data: Vec<u8>,
 }
 
+/// One `Put` per text, each with its own partition key `<prefix>-<n>`.
+pub fn puts_of(texts: &[Vec<u8>], prefix: &str) -> Vec<Put> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Put {
+            partition_key: format!("{prefix}-{i}"),
+            explicit_hash_key: None,
+            data: data.clone(),
+        })
+        .collect()
+}
+
 /// Puts `puts` into an empty `stream`, then reads every shard back from
 /// TRIM_HORIZON: `(shard id, records)` for each shard that holds any.
 pub async fn put_and_read_back(
