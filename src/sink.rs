@@ -75,7 +75,7 @@ pub enum SinkError {
     #[error("counts table \"{table}\" is unavailable: {detail}")]
     Unavailable { table: String, detail: String },
     /// The table refused for good: missing, no permission, bad request.
-    #[error("counts table \"{table}\" refused the update: {detail}")]
+    #[error("counts table \"{table}\" refused the request: {detail}")]
     Rejected { table: String, detail: String },
     /// An item whose mark shardwise did not write.
     #[error("counts table \"{table}\": item ({word:?}, {shard}) has an unreadable mark: {detail}")]

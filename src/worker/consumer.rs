@@ -233,11 +233,18 @@ pub async fn run(
             .and_then(|m| u64::try_from(m).ok());
         let next = page.next_shard_iterator.clone();
         let children = page.child_shards.clone().unwrap_or_default();
-        let records: Vec<Record> = page
-            .records
-            .into_iter()
-            .filter_map(|r| Record::from_kinesis(stream_name.clone(), shard_id.clone(), r).ok())
-            .collect();
+        let mut records = Vec::with_capacity(page.records.len());
+        for raw in page.records {
+            let sequence = raw.sequence_number.clone();
+            match Record::from_kinesis(stream_name.clone(), shard_id.clone(), raw) {
+                Ok(record) => records.push(record),
+                // Kinesis never sends one; if it did, it is skipped once,
+                // loudly, like any record that cannot be counted.
+                Err(e) => {
+                    warn!(sequence_number = %sequence, reason = "not_a_kinesis_record", "skipped a record that cannot be counted: {e}")
+                }
+            }
+        }
         let caught_up = records.is_empty() && lag_millis == Some(0);
         if !records.is_empty() {
             let (users, corrupt) = deaggregate_batch(records);
