@@ -379,21 +379,13 @@ async fn shard_end(
     children: Vec<aws_sdk_kinesis::types::ChildShard>,
 ) -> ConsumerEnd {
     for child in &children {
-        let child_lease = Lease {
-            key: child.shard_id.clone(),
-            checkpoint: lease::TRIM_HORIZON.to_string(),
-            parents: child.parent_shards.clone(),
-            starting_hash_key: child
-                .hash_key_range
-                .as_ref()
-                .map(|r| r.starting_hash_key.clone()),
-            ending_hash_key: child
-                .hash_key_range
-                .as_ref()
-                .map(|r| r.ending_hash_key.clone()),
-            stream: Some(context.stream.name().to_string()),
-            ..Lease::default()
-        };
+        let child_lease = Lease::new_shard(
+            &child.shard_id,
+            child.parent_shards.clone(),
+            child.hash_key_range.as_ref(),
+            context.stream.name(),
+            lease::TRIM_HORIZON,
+        );
         if let Err(e) = context.table.create(&child_lease).await {
             warn!(child = %child.shard_id, error = %e, "could not create the child's lease; shard sync will");
         }

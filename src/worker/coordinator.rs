@@ -419,26 +419,19 @@ pub async fn shard_sync(context: &ConsumerContext, table: &LeaseTable) -> Result
             .chain(shard.adjacent_parent_shard_id.iter())
             .cloned()
             .collect();
-        let lease = Lease {
-            key: shard.shard_id.clone(),
-            checkpoint: if parents.iter().any(|p| existing.contains(p)) {
-                // A child of a shard we track starts at its beginning.
-                lease::TRIM_HORIZON.to_string()
-            } else {
-                context.initial_position.sentinel().to_string()
-            },
-            parents,
-            starting_hash_key: shard
-                .hash_key_range
-                .as_ref()
-                .map(|r| r.starting_hash_key.clone()),
-            ending_hash_key: shard
-                .hash_key_range
-                .as_ref()
-                .map(|r| r.ending_hash_key.clone()),
-            stream: Some(context.stream.name().to_string()),
-            ..Lease::default()
+        // A child of a shard we track starts at its beginning.
+        let checkpoint = if parents.iter().any(|p| existing.contains(p)) {
+            lease::TRIM_HORIZON
+        } else {
+            context.initial_position.sentinel()
         };
+        let lease = Lease::new_shard(
+            &shard.shard_id,
+            parents,
+            shard.hash_key_range.as_ref(),
+            context.stream.name(),
+            checkpoint,
+        );
         if table.create(&lease).await.map_err(|e| e.to_string())? {
             created += 1;
         }

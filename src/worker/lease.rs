@@ -58,6 +58,25 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A new, unowned lease for a shard, starting at `checkpoint`.
+    pub fn new_shard(
+        key: &str,
+        parents: Vec<String>,
+        hash_key_range: Option<&aws_sdk_kinesis::types::HashKeyRange>,
+        stream: &str,
+        checkpoint: &str,
+    ) -> Self {
+        Lease {
+            key: key.to_string(),
+            checkpoint: checkpoint.to_string(),
+            parents,
+            starting_hash_key: hash_key_range.map(|r| r.starting_hash_key.clone()),
+            ending_hash_key: hash_key_range.map(|r| r.ending_hash_key.clone()),
+            stream: Some(stream.to_string()),
+            ..Lease::default()
+        }
+    }
+
     pub fn is_finished(&self) -> bool {
         self.checkpoint == SHARD_END
     }
