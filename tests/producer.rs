@@ -162,14 +162,7 @@ async fn refused_records_are_resent_until_written_and_never_duplicated() {
     let upstream = std::env::var("AWS_ENDPOINT_URL_KINESIS").expect("local Kinesis");
     // Every 7th entry refused: 700 records and their resends make 816
     // entries, so 116 refusals (some of them of a resent record again).
-    let proxy = FaultProxy::start(
-        &upstream,
-        Faults {
-            fail_every: 7,
-            budget: 1000,
-        },
-    )
-    .await;
+    let proxy = FaultProxy::start(&upstream, Faults::put_records(7, 1000)).await;
     let json = tempfile::NamedTempFile::new().expect("temp file");
     let out = produce(
         &[

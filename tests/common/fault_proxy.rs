@@ -5,7 +5,6 @@
 //! answered as `ProvisionedThroughputExceededException`, exactly as Kinesis
 //! reports a partial failure: those records really were not written.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,19 +16,43 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// What the proxy does to PutRecords calls.
+/// What the proxy does.
 #[derive(Clone, Copy, Debug)]
 pub struct Faults {
-    /// Fail every n-th entry of a call (counting across calls).
+    /// PutRecords: fail every n-th entry (counting across calls); 0: never.
     pub fail_every: u64,
-    /// Stop failing after this many injected failures.
+    /// Stop failing after this many injected failures (both kinds).
     pub budget: u64,
+    /// GetRecords: answer every n-th call with a fault instead of the
+    /// engine's answer, cycling through throttling, an expired iterator,
+    /// a 500 and a dropped connection; 0: never.
+    pub get_records_fault_every: u64,
 }
+
+impl Faults {
+    pub fn put_records(fail_every: u64, budget: u64) -> Self {
+        Self {
+            fail_every,
+            budget,
+            get_records_fault_every: 0,
+        }
+    }
+}
+
+/// What a faulty GetRecords answer was, in the order they cycle.
+const GET_RECORDS_FAULTS: [&str; 4] = [
+    "ProvisionedThroughputExceededException",
+    "ExpiredIteratorException",
+    "InternalFailure",
+    "dropped connection",
+];
 
 /// A running proxy; stops when dropped.
 pub struct FaultProxy {
     pub url: String,
     pub injected: Arc<AtomicU64>,
+    /// GetRecords faults injected, by kind (as in `GET_RECORDS_FAULTS`).
+    pub get_records_faults: Arc<[AtomicU64; 4]>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,8 +75,11 @@ impl FaultProxy {
             faults,
             seen: AtomicU64::new(0),
             injected: Arc::new(AtomicU64::new(0)),
+            get_records_calls: AtomicU64::new(0),
+            get_records_faults: Arc::new(Default::default()),
         });
         let injected = state.injected.clone();
+        let get_records_faults = state.get_records_faults.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -63,7 +89,14 @@ impl FaultProxy {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.handle(req).await) }
+                        async move {
+                            match state.handle(req).await {
+                                Some(response) => Ok(response),
+                                // An error from the service makes hyper
+                                // close the connection without an answer.
+                                None => Err(std::io::Error::other("dropped by the test proxy")),
+                            }
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -74,6 +107,7 @@ impl FaultProxy {
         Self {
             url: format!("http://{addr}"),
             injected,
+            get_records_faults,
             task,
         }
     }
@@ -85,10 +119,53 @@ struct State {
     faults: Faults,
     seen: AtomicU64,
     injected: Arc<AtomicU64>,
+    get_records_calls: AtomicU64,
+    get_records_faults: Arc<[AtomicU64; 4]>,
 }
 
 impl State {
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// The answer to a request; `None` drops the connection instead.
+    async fn handle(&self, request: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let every = self.faults.get_records_fault_every;
+        if target.ends_with(".GetRecords")
+            && every > 0
+            && self.injected.load(Ordering::SeqCst) < self.faults.budget
+            && (self.get_records_calls.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
+        {
+            let n =
+                self.injected.fetch_add(1, Ordering::SeqCst) as usize % GET_RECORDS_FAULTS.len();
+            self.get_records_faults[n].fetch_add(1, Ordering::SeqCst);
+            let (status, code) = match GET_RECORDS_FAULTS[n] {
+                "dropped connection" => return None,
+                "InternalFailure" => (500, "InternalFailure"),
+                other => (400, other),
+            };
+            let body =
+                serde_json::json!({ "__type": code, "message": "injected by the test proxy" });
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() =
+                hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            response.headers_mut().insert(
+                "x-amzn-errortype",
+                hyper::header::HeaderValue::from_str(code)
+                    .unwrap_or(hyper::header::HeaderValue::from_static("Unknown")),
+            );
+            return Some(response);
+        }
+        Some(self.handle_put_records(request).await)
+    }
+
+    async fn handle_put_records(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -109,7 +186,8 @@ impl State {
         let mut kept = Vec::new();
         for (index, entry) in entries.into_iter().enumerate() {
             let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
-            let fail = n.is_multiple_of(self.faults.fail_every)
+            let fail = self.faults.fail_every > 0
+                && n.is_multiple_of(self.faults.fail_every)
                 && self.injected.load(Ordering::SeqCst) < self.faults.budget;
             if fail {
                 self.injected.fetch_add(1, Ordering::SeqCst);
