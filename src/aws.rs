@@ -51,9 +51,21 @@ impl Clients {
 }
 
 /// Loads region, credentials and endpoints the standard way (environment,
-/// then profile files, then container or instance metadata).
+/// then profile files, then container or instance metadata), with
+/// timeouts: the SDK has none by default, and an endpoint that stops
+/// answering (rather than refusing) would otherwise hang a shard forever.
+/// A timed-out attempt is retried like any transient failure.
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        // GetRecords answers within a second or two even for 10 MB; a
+        // conditional write within milliseconds.
+        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 /// Names the endpoint a service is reached at, for error messages: the
