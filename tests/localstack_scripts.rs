@@ -6,33 +6,9 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::project_dir;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-struct Ports {
-    kinesis: u16,
-    kinesis_tls: u16,
-    dynamodb: u16,
-}
-
-fn script(name: &str, run_dir: &Path, ports: &Ports) -> Output {
-    Command::new(project_dir().join("localstack").join(name))
-        .env("SHARDWISE_LOCAL_AWS", "native")
-        .env("SHARDWISE_RUN_DIR", run_dir)
-        .env("SHARDWISE_KINESIS_PORT", ports.kinesis.to_string())
-        .env("SHARDWISE_KINESIS_TLS_PORT", ports.kinesis_tls.to_string())
-        .env("SHARDWISE_DYNAMODB_PORT", ports.dynamodb.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("localstack/{name} could not run: {e}"))
-}
+use common::private_aws::{Ports, alive, free_port, parse_env, pid, script};
 
 /// Runs `localstack/down` when the test ends, passed or failed, so that a
 /// failed assertion never leaves engines behind.
@@ -45,18 +21,6 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         script("down", self.run_dir, self.ports);
     }
-}
-
-fn pid(run_dir: &Path, engine: &str) -> u32 {
-    std::fs::read_to_string(run_dir.join(format!("{engine}.pid")))
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid")
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -138,13 +102,7 @@ fn up_twice_starts_one_copy_and_down_stops_it() {
     // needs to reach the engines.
     let mut setup = Command::new(env!("CARGO_BIN_EXE_shardwise"));
     setup.args(["setup", "--stream", "scripts-test", "--shards", "1"]);
-    for line in env.lines() {
-        let (name, value) = line
-            .strip_prefix("export ")
-            .and_then(|assignment| assignment.split_once('='))
-            .unwrap_or_else(|| panic!("not an export line: {line}"));
-        setup.env(name, value);
-    }
+    setup.envs(parse_env(&env));
     let setup = setup.output().expect("shardwise setup");
     assert!(
         setup.status.success(),

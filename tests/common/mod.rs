@@ -5,6 +5,7 @@
 use shardwise::aws::Clients;
 
 pub mod fault_proxy;
+pub mod private_aws;
 
 /// A resource name unique to this test run, so tests never share state.
 pub fn unique_name(prefix: &str) -> String {
