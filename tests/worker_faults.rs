@@ -152,3 +152,137 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
     };
     assert_eq!(code, Some(0));
 }
+
+/// Poison among good records: not UTF-8, an aggregate whose MD5 is wrong,
+/// a truncated aggregate, and a 1 MiB record of one word. Every shard keeps
+/// moving to its last record, each bad record is logged once, and the good
+/// records (the 1 MiB word included) are counted exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_never_stop_a_shard_and_are_reported_once() {
+    use shardwise::aggregation::{self, UserRecord};
+    let clients = local_clients().await;
+    let stream = unique_name("poison");
+    let counts = unique_name("poison-counts");
+    let app = unique_name("poison-app");
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
+        .await
+        .expect("stream");
+    sink::create_table_if_missing(&clients.dynamodb, &counts)
+        .await
+        .expect("table");
+
+    let good: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("{} good {}", i % 10, i % 3).into_bytes())
+        .collect();
+    let aggregate = aggregation::aggregate_all(
+        (0..5).map(|i| UserRecord {
+            partition_key: format!("u{i}"),
+            explicit_hash_key: None,
+            data: b"hidden words".to_vec(),
+        }),
+        aggregation::MAX_RECORD_BYTES,
+    )
+    .remove(0)
+    .data;
+    let mut md5_wrong = aggregate.clone();
+    let last = md5_wrong.len() - 1;
+    md5_wrong[last] ^= 0xff;
+    let truncated = aggregate[..aggregate.len() / 2].to_vec();
+    // One 1 MiB record (minus its key): a single long word.
+    let huge = vec![b'x'; 1024 * 1024 - 16];
+    let mut texts = good.clone();
+    texts.push(b"caf\xe9 au lait".to_vec());
+    texts.push(md5_wrong);
+    texts.push(truncated);
+    texts.push(huge.clone());
+    // Spread over both shards, the poison in the middle of the good ones.
+    texts.rotate_left(100);
+    let mut puts = puts_of(&texts, "poison");
+    for put in puts.iter_mut().filter(|p| p.data.len() > 1000) {
+        put.partition_key = "h".into();
+    }
+    let last: HashMap<String, String> = put_and_read_back(&clients.kinesis, &stream, &puts)
+        .await
+        .into_iter()
+        .map(|(shard, records)| {
+            (
+                shard,
+                records
+                    .last()
+                    .map(|r| r.sequence_number().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut expected_texts = good.clone();
+    expected_texts.push(huge);
+    // The 1 MiB word is stored under its long-word key (README).
+    let expected: BTreeMap<String, u64> = expected_counts(expected_texts.iter().map(Vec::as_slice))
+        .into_iter()
+        .map(|(word, count)| (sink::word_key(&word).into_owned(), count))
+        .collect();
+
+    let log = std::env::temp_dir().join(format!("{app}.log"));
+    let _worker = Guard(
+        Command::new(env!("CARGO_BIN_EXE_shardwise"))
+            .args([
+                "worker",
+                "--application-name",
+                &app,
+                "--stream",
+                &stream,
+                "--counts-table",
+                &counts,
+            ])
+            .args([
+                "--initial-position",
+                "TRIM_HORIZON",
+                "--checkpoint-interval",
+                "1s",
+                "--idle-time",
+                "200ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("worker"),
+    );
+    let table = LeaseTable::new(clients.dynamodb.clone(), &app);
+    let start = Instant::now();
+    loop {
+        let totals: BTreeMap<String, u64> = sink::read_totals(&clients.dynamodb, &counts)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let leases = table.list().await.unwrap_or_default();
+        let at_end = leases.len() == 2
+            && leases
+                .iter()
+                .all(|l| last.get(&l.key).is_some_and(|s| *s == l.checkpoint));
+        if totals == expected && at_end {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not exact and at the end within 60s; log {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // One line per bad record: the invalid UTF-8 one, and both damaged
+    // aggregates (cut in half, an aggregate's tail is no longer its MD5).
+    assert_eq!(text.matches("reason=\"invalid_utf8\"").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("reason=\"aggregate_md5_mismatch\"").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("skipped a record that cannot be counted")
+            .count(),
+        3,
+        "{text}"
+    );
+}
