@@ -6,29 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::private_aws::{PrivateAws, pid};
-use common::{expected_counts, put_records, puts_of, unique_name};
+use common::worker_process::{WorkerProcess, send_signal};
+use common::{expected_counts, put_records, puts_of, unique_name, until};
 use shardwise::sink;
-
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_recovers_from_a_ten_second_dynamodb_outage() {
@@ -58,82 +41,43 @@ async fn a_worker_recovers_from_a_ten_second_dynamodb_outage() {
         .collect();
     put_records(&clients.kinesis, &stream, &puts_of(&texts[..400], "before")).await;
 
-    let log = std::env::temp_dir().join(format!("{counts}.log"));
-    let mut worker = Guard(
-        Command::new(env!("CARGO_BIN_EXE_shardwise"))
-            .args([
-                "worker",
-                "--application-name",
-                &unique_name("outage-app"),
-                "--stream",
-                &stream,
-            ])
-            .args([
-                "--counts-table",
-                &counts,
-                "--initial-position",
-                "TRIM_HORIZON",
-            ])
-            .args([
-                "--failover-time",
-                "3s",
-                "--checkpoint-interval",
-                "1s",
-                "--idle-time",
-                "200ms",
-            ])
-            .envs(aws.env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("worker"),
+    let app = unique_name("outage-app");
+    let mut worker = WorkerProcess::start(
+        &app,
+        &stream,
+        &counts,
+        &[
+            "--failover-time",
+            "3s",
+            "--checkpoint-interval",
+            "1s",
+            "--idle-time",
+            "200ms",
+        ],
+        &aws.env,
     );
     let first = expected_counts(texts[..400].iter().map(Vec::as_slice));
-    let start = Instant::now();
-    while totals().await != first {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "first records not counted; log {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        "the first records counted",
+        Duration::from_secs(60),
+        || async { totals().await == first },
+    )
+    .await;
 
     // DynamoDB stops answering; records keep arriving in Kinesis.
     let dynamodb = pid(aws.dir.path(), "dynamodb");
-    signal("-STOP", dynamodb);
+    send_signal("-STOP", dynamodb);
     put_records(&clients.kinesis, &stream, &puts_of(&texts[400..], "during")).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    signal("-CONT", dynamodb);
-    let resumed = Instant::now();
-
+    send_signal("-CONT", dynamodb);
     let all = expected_counts(texts.iter().map(Vec::as_slice));
-    while totals().await != all {
-        assert!(
-            resumed.elapsed() < Duration::from_secs(120),
-            "not exact after the outage; log {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    eprintln!(
-        "figure: exact {:?} after DynamoDB answered again",
-        resumed.elapsed()
-    );
+    let recovered = until(
+        "exact counts after the outage",
+        Duration::from_secs(120),
+        || async { totals().await == all },
+    )
+    .await;
+    eprintln!("figure: exact {recovered:?} after DynamoDB answered again");
 
-    signal("-TERM", worker.0.id());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = worker.0.try_wait().expect("wait") {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "worker did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(
-        code,
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    assert_eq!(worker.stop(), Some(0), "{}", worker.log());
 }

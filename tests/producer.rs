@@ -275,26 +275,10 @@ async fn counts_expect_gives_the_verdict_on_the_producers_report() {
     assert!(stdout.starts_with("verdict: DIFFERENT"), "{stdout}");
     assert!(stdout.contains("counted 0"), "{stdout}");
 
-    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
-        .args([
-            "worker",
-            "--application-name",
-            &unique_name("verdict-app"),
-            "--stream",
-            &stream,
-        ])
-        .args([
-            "--counts-table",
-            &counts,
-            "--initial-position",
-            "TRIM_HORIZON",
-        ])
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker");
+    let app = unique_name("verdict-app");
+    let worker = common::worker_process::WorkerProcess::start(&app, &stream, &counts, &[], &[]);
     let after = verdict("60s").await;
-    let _ = worker.kill().await;
+    drop(worker);
     let stdout = String::from_utf8_lossy(&after.stdout);
     assert_eq!(after.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with("verdict: EXACT"), "{stdout}");

@@ -6,83 +6,37 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Put, expected_counts, local_clients, put_and_read_back, unique_name};
+use common::worker_process::WorkerProcess;
+use common::{Put, expected_counts, local_clients, put_and_read_back, unique_name, until};
 use shardwise::aws::Clients;
 use shardwise::sink;
 use shardwise::worker::lease::{Lease, LeaseTable};
 
 const FAILOVER: &str = "3s";
 
-/// A worker process, killed when the test ends.
-struct Worker {
-    id: String,
-    child: Child,
-    log: PathBuf,
-}
+/// A worker of the test's application, with the tests' timings.
+struct Worker;
 
 impl Worker {
-    fn start(app: &str, stream: &str, counts: &str, id: &str) -> Self {
-        let log = std::env::temp_dir().join(format!("{app}-{id}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_shardwise"))
-            .args(["worker", "--application-name", app, "--stream", stream])
-            .args(["--counts-table", counts, "--worker-id", id])
-            .args([
-                "--initial-position",
-                "TRIM_HORIZON",
+    fn start(app: &str, stream: &str, counts: &str, id: &str) -> WorkerProcess {
+        WorkerProcess::start(
+            app,
+            stream,
+            counts,
+            &[
+                "--worker-id",
+                id,
                 "--failover-time",
                 FAILOVER,
-            ])
-            .args(["--checkpoint-interval", "1s", "--idle-time", "200ms"])
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("shardwise worker");
-        Self {
-            id: id.to_string(),
-            child,
-            log,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit (up to `limit`).
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "worker {} still runs; log: {}",
-                self.id,
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+                "--checkpoint-interval",
+                "1s",
+                "--idle-time",
+                "200ms",
+            ],
+            &[],
+        )
     }
 }
 
@@ -121,17 +75,7 @@ fn texts(from: usize, to: usize) -> Vec<Vec<u8>> {
 /// each shard.
 async fn put(s: &Setup, texts: &[Vec<u8>]) -> HashMap<String, String> {
     let puts: Vec<Put> = common::puts_of(texts, "key");
-    put_and_read_back(&s.clients.kinesis, &s.stream, &puts)
-        .await
-        .into_iter()
-        .map(|(shard, records)| {
-            let last = records
-                .last()
-                .map(|r| r.sequence_number().to_string())
-                .unwrap_or_default();
-            (shard, last)
-        })
-        .collect()
+    common::last_sequences(put_and_read_back(&s.clients.kinesis, &s.stream, &puts).await)
 }
 
 async fn leases(s: &Setup) -> Vec<Lease> {
@@ -147,20 +91,6 @@ async fn totals(s: &Setup) -> BTreeMap<String, u64> {
         .unwrap_or_default()
         .into_iter()
         .collect()
-}
-
-/// Polls `check` every 200 ms until it holds; returns how long it took.
-async fn until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    start.elapsed()
 }
 
 fn owners(leases: &[Lease]) -> BTreeMap<String, usize> {
@@ -224,7 +154,7 @@ async fn three_workers_share_six_shards_survive_kill_9_and_hand_over_on_sigterm(
     let s = setup(6).await;
     let first = texts(0, 1200);
     put(&s, &first).await;
-    let mut workers: Vec<Worker> = ["a", "b", "c"]
+    let mut workers: Vec<WorkerProcess> = ["a", "b", "c"]
         .iter()
         .map(|id| Worker::start(&s.app, &s.stream, &s.counts, id))
         .collect();

@@ -8,23 +8,47 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fault_proxy::{FaultProxy, Faults};
-use common::{expected_counts, local_clients, put_and_read_back, puts_of, unique_name};
+use common::worker_process::WorkerProcess;
+use common::{
+    expected_counts, last_sequences, local_clients, put_and_read_back, puts_of, unique_name, until,
+};
+use shardwise::aws::Clients;
 use shardwise::sink;
 use shardwise::worker::lease::LeaseTable;
 
-/// Kills the worker when the test ends, passed or failed.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Polls until the counts table holds `expected` and every lease of `app`
+/// is checkpointed at its shard's last record; returns how long it took.
+async fn until_exact_at_the_end(
+    clients: &Clients,
+    counts: &str,
+    app: &str,
+    last: &HashMap<String, String>,
+    expected: &BTreeMap<String, u64>,
+    log: &std::path::Path,
+) -> Duration {
+    let table = LeaseTable::new(clients.dynamodb.clone(), app);
+    let what = format!(
+        "exact counts and every shard at its end (log {})",
+        log.display()
+    );
+    until(&what, Duration::from_secs(120), || async {
+        let totals: BTreeMap<String, u64> = sink::read_totals(&clients.dynamodb, counts)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let leases = table.list().await.unwrap_or_default();
+        totals == *expected
+            && leases.len() == last.len()
+            && leases
+                .iter()
+                .all(|l| last.get(&l.key) == Some(&l.checkpoint))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,19 +67,7 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
         .map(|i| format!("{} {} fault{}", i % 10, (i * 3) % 10, i % 7).into_bytes())
         .collect();
     let last: HashMap<String, String> =
-        put_and_read_back(&clients.kinesis, &stream, &puts_of(&texts, "key"))
-            .await
-            .into_iter()
-            .map(|(shard, records)| {
-                (
-                    shard,
-                    records
-                        .last()
-                        .map(|r| r.sequence_number().to_string())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
+        last_sequences(put_and_read_back(&clients.kinesis, &stream, &puts_of(&texts, "key")).await);
     let expected = expected_counts(texts.iter().map(Vec::as_slice));
 
     let upstream = std::env::var("AWS_ENDPOINT_URL_KINESIS").expect("local Kinesis");
@@ -65,92 +77,42 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
         get_records_fault_every: 3,
     };
     let proxy = FaultProxy::start(&upstream, faults).await;
-    let log = std::env::temp_dir().join(format!("{app}.log"));
-    let mut worker = Guard(
-        Command::new(env!("CARGO_BIN_EXE_shardwise"))
-            .args([
-                "worker",
-                "--application-name",
-                &app,
-                "--stream",
-                &stream,
-                "--counts-table",
-                &counts,
-            ])
-            .args([
-                "--initial-position",
-                "TRIM_HORIZON",
-                "--max-records",
-                "50",
-                "--idle-time",
-                "200ms",
-            ])
-            .args(["--checkpoint-interval", "1s", "--failover-time", "3s"])
-            .env("AWS_ENDPOINT_URL_KINESIS", &proxy.url)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("worker"),
+    let mut worker = WorkerProcess::start(
+        &app,
+        &stream,
+        &counts,
+        &[
+            "--max-records",
+            "50",
+            "--idle-time",
+            "200ms",
+            "--checkpoint-interval",
+            "1s",
+            "--failover-time",
+            "3s",
+        ],
+        &[("AWS_ENDPOINT_URL_KINESIS".to_string(), proxy.url.clone())],
     );
-
-    let table = LeaseTable::new(clients.dynamodb.clone(), &app);
-    let start = Instant::now();
-    loop {
-        let totals: BTreeMap<String, u64> = sink::read_totals(&clients.dynamodb, &counts)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let leases = table.list().await.unwrap_or_default();
-        let checkpointed = leases.len() == 2
-            && leases
-                .iter()
-                .all(|l| last.get(&l.key).is_some_and(|s| *s == l.checkpoint));
-        if totals == expected && checkpointed {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "not exact within 120s (counted {} of {} words); log: {}",
-            totals.values().sum::<u64>(),
-            expected.values().sum::<u64>(),
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let took = until_exact_at_the_end(&clients, &counts, &app, &last, &expected, &worker.log).await;
     let injected: Vec<u64> = proxy
         .get_records_faults
         .iter()
         .map(|n| n.load(Ordering::SeqCst))
         .collect();
     eprintln!(
-        "figure: GetRecords faults injected (throttled, expired, 500, dropped): {injected:?}; exact after {:?}",
-        start.elapsed()
+        "figure: GetRecords faults injected (throttled, expired, 500, dropped): {injected:?}; exact after {took:?}"
     );
     assert!(
         injected.iter().all(|n| *n > 0),
         "every kind of fault was injected: {injected:?}"
     );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = worker.log();
     assert!(
         text.contains("shard iterator expired; re-acquiring"),
         "{text}"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &worker.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = worker.0.try_wait().expect("wait") {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "worker did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(worker.stop(), Some(0));
 }
 
 /// Poison among good records: not UTF-8, an aggregate whose MD5 is wrong,
@@ -201,19 +163,8 @@ async fn poison_records_never_stop_a_shard_and_are_reported_once() {
     for put in puts.iter_mut().filter(|p| p.data.len() > 1000) {
         put.partition_key = "h".into();
     }
-    let last: HashMap<String, String> = put_and_read_back(&clients.kinesis, &stream, &puts)
-        .await
-        .into_iter()
-        .map(|(shard, records)| {
-            (
-                shard,
-                records
-                    .last()
-                    .map(|r| r.sequence_number().to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
+    let last: HashMap<String, String> =
+        last_sequences(put_and_read_back(&clients.kinesis, &stream, &puts).await);
     let mut expected_texts = good.clone();
     expected_texts.push(huge);
     // The 1 MiB word is stored under its long-word key (README).
@@ -222,55 +173,15 @@ async fn poison_records_never_stop_a_shard_and_are_reported_once() {
         .map(|(word, count)| (sink::word_key(&word).into_owned(), count))
         .collect();
 
-    let log = std::env::temp_dir().join(format!("{app}.log"));
-    let _worker = Guard(
-        Command::new(env!("CARGO_BIN_EXE_shardwise"))
-            .args([
-                "worker",
-                "--application-name",
-                &app,
-                "--stream",
-                &stream,
-                "--counts-table",
-                &counts,
-            ])
-            .args([
-                "--initial-position",
-                "TRIM_HORIZON",
-                "--checkpoint-interval",
-                "1s",
-                "--idle-time",
-                "200ms",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("worker"),
+    let worker = WorkerProcess::start(
+        &app,
+        &stream,
+        &counts,
+        &["--checkpoint-interval", "1s", "--idle-time", "200ms"],
+        &[],
     );
-    let table = LeaseTable::new(clients.dynamodb.clone(), &app);
-    let start = Instant::now();
-    loop {
-        let totals: BTreeMap<String, u64> = sink::read_totals(&clients.dynamodb, &counts)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let leases = table.list().await.unwrap_or_default();
-        let at_end = leases.len() == 2
-            && leases
-                .iter()
-                .all(|l| last.get(&l.key).is_some_and(|s| *s == l.checkpoint));
-        if totals == expected && at_end {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not exact and at the end within 60s; log {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    until_exact_at_the_end(&clients, &counts, &app, &last, &expected, &worker.log).await;
+    let text = worker.log();
     // One line per bad record: the invalid UTF-8 one, and both damaged
     // aggregates (cut in half, an aggregate's tail is no longer its MD5).
     assert_eq!(text.matches("reason=\"invalid_utf8\"").count(), 1, "{text}");

@@ -6,6 +6,7 @@ use shardwise::aws::Clients;
 
 pub mod fault_proxy;
 pub mod private_aws;
+pub mod worker_process;
 
 /// A resource name unique to this test run, so tests never share state.
 pub fn unique_name(prefix: &str) -> String {
@@ -95,6 +96,15 @@ pub async fn put_records(kinesis: &aws_sdk_kinesis::Client, stream: &str, puts: 
             "kinesis-mock never throttles"
         );
     }
+}
+
+/// The last sequence number of each shard, from a read-back.
+pub fn last_sequences(
+    read: Vec<(String, Vec<aws_sdk_kinesis::types::Record>)>,
+) -> std::collections::HashMap<String, String> {
+    read.into_iter()
+        .filter_map(|(shard, records)| Some((shard, records.last()?.sequence_number().to_string())))
+        .collect()
 }
 
 /// Every record of every shard of `stream`, from TRIM_HORIZON: `(shard id,
@@ -198,4 +208,22 @@ pub fn expected_counts<'a>(
 pub struct Fixture {
     pub clients: Clients,
     pub stream_arn: String,
+}
+
+/// Polls `check` every 200 ms until it holds; returns how long it took.
+pub async fn until<F, Fut>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: F,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    start.elapsed()
 }
