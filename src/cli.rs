@@ -293,20 +293,6 @@ pub struct CountsArgs {
     pub wait: humantime::Duration,
 }
 
-impl Command {
-    /// The subcommand's name as typed.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Worker(_) => "worker",
-            Command::Lambda(_) => "lambda",
-            Command::Produce(_) => "produce",
-            Command::Counts(_) => "counts",
-            Command::Status(_) => "status",
-            Command::Setup(_) => "setup",
-        }
-    }
-}
-
 /// A setting that cannot work, found before anything starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {

@@ -168,10 +168,6 @@ impl CountsSink {
         }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Counts a batch of one shard's records, in position order, and
     /// applies the counts exactly once (see the module doc). Bad records are
     /// skipped and returned in the [`BatchCount`]; the caller logs them.
