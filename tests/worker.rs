@@ -277,6 +277,46 @@ async fn a_restart_after_a_clean_stop_resumes_from_the_checkpoints() {
     );
 }
 
+/// `kill -9`, then the same worker id again (a fixed-id deployment
+/// restarting): the leases still in its name are taken back once expired,
+/// and the counts come out exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_restarted_under_the_same_id_after_kill_9_takes_its_own_leases_back() {
+    let s = setup(2).await;
+    let first = texts(0, 400);
+    put(&s, &first).await;
+    let mut worker = Worker::start(&s.app, &s.stream, &s.counts, "fixed");
+    until("both leases held", Duration::from_secs(60), || async {
+        let leases = leases(&s).await;
+        leases.len() == 2 && leases.iter().all(|l| l.owner.as_deref() == Some("fixed"))
+    })
+    .await;
+    worker.signal("-KILL");
+    worker.wait(Duration::from_secs(10));
+    let again = Worker::start(&s.app, &s.stream, &s.counts, "fixed");
+    let second = texts(400, 800);
+    common::put_records(
+        &s.clients.kinesis,
+        &s.stream,
+        &common::puts_of(&second, "again"),
+    )
+    .await;
+    let all: Vec<Vec<u8>> = first.iter().chain(second.iter()).cloned().collect();
+    let expected = expected_counts(all.iter().map(Vec::as_slice));
+    let resumed = until(
+        "exact counts after the restart",
+        Duration::from_secs(60),
+        || async { totals(&s).await == expected },
+    )
+    .await;
+    eprintln!("figure: counts exact {resumed:?} after the restart (failover time {FAILOVER})");
+    assert!(
+        again.log().matches("how=\"expired\"").count() >= 2,
+        "both leases taken back as expired: {}",
+        again.log()
+    );
+}
+
 /// Another owner and counter written straight into the table: the worker
 /// notices at its next renewal, stops the shard without a checkpoint, and
 /// (the intruder never renewing) takes it back after the failover time.

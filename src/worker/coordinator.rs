@@ -101,7 +101,7 @@ pub fn plan_takes(
     now: Instant,
     failover: Duration,
     me: &str,
-    held: usize,
+    held: &HashSet<&str>,
     max_leases: Option<usize>,
 ) -> Vec<(Lease, How)> {
     let finished: HashSet<&str> = leases
@@ -131,16 +131,20 @@ pub fn plan_takes(
     if let Some(max) = max_leases {
         target = target.min(max);
     }
-    if held >= target {
+    if held.len() >= target {
         return Vec::new();
     }
-    let wanted = target - held;
-    // (A lease of this worker's own that looks expired is one it lost
-    // track of; it is not taken again from itself.)
+    let wanted = target - held.len();
+    // A lease this worker holds may look expired while its renewals fail
+    // (DynamoDB unreachable): it is never taken twice. One in its name that
+    // it does not hold was left by an earlier process with the same worker
+    // id (restarted after `kill -9`): like anyone's, it is taken once
+    // expired, as KCL does.
     let mut candidates: Vec<&Lease> = eligible
         .iter()
         .copied()
-        .filter(|l| l.owner.as_deref() != Some(me) && expired(l))
+        .filter(|l| !(l.owner.as_deref() == Some(me) && held.contains(l.key.as_str())))
+        .filter(|l| expired(l))
         .collect();
     fastrand::shuffle(&mut candidates);
     let mut takes: Vec<(Lease, How)> = candidates
@@ -278,13 +282,14 @@ impl Coordinator {
             .into_iter()
             .filter(|l| !self.finished.contains(&l.key))
             .collect();
+        let held: HashSet<&str> = self.running.keys().map(String::as_str).collect();
         let takes = plan_takes(
             &leases,
             &self.observations,
             now,
             self.config.failover_time,
             &self.owner,
-            self.running.len(),
+            &held,
             self.config.max_leases,
         );
         for (lease, how) in takes {
@@ -490,9 +495,10 @@ mod tests {
 
     const FAILOVER: Duration = Duration::from_secs(10);
 
-    fn plan(leases: &[Lease], seen: &Observations, held: usize) -> Vec<(String, How)> {
+    fn plan(leases: &[Lease], seen: &Observations, held: &[&str]) -> Vec<(String, How)> {
+        let held: HashSet<&str> = held.iter().copied().collect();
         let mut takes: Vec<(String, How)> =
-            plan_takes(leases, seen, Instant::now(), FAILOVER, "me", held, None)
+            plan_takes(leases, seen, Instant::now(), FAILOVER, "me", &held, None)
                 .into_iter()
                 .map(|(l, how)| (l.key, how))
                 .collect();
@@ -507,9 +513,9 @@ mod tests {
         seen.observe(&leases, Instant::now());
         tokio::time::advance(FAILOVER - Duration::from_millis(1)).await;
         seen.observe(&leases, Instant::now());
-        assert!(plan(&leases, &seen, 0).is_empty(), "not yet expired");
+        assert!(plan(&leases, &seen, &[]).is_empty(), "not yet expired");
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(plan(&leases, &seen, 0), vec![("s0".into(), How::Expired)]);
+        assert_eq!(plan(&leases, &seen, &[]), vec![("s0".into(), How::Expired)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -522,20 +528,20 @@ mod tests {
         let now = [lease("s0", Some("alive"), 9)];
         // The last change was seen a third of the failover time ago.
         assert!(!seen.is_expired(&now[0], Instant::now(), FAILOVER));
-        assert!(plan(&now, &seen, 0).is_empty());
+        assert!(plan(&now, &seen, &[]).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn free_leases_are_taken_up_to_the_fair_share() {
         let seen = Observations::default();
         let leases: Vec<Lease> = (0..6).map(|i| lease(&format!("s{i}"), None, 0)).collect();
-        assert_eq!(plan(&leases, &seen, 0).len(), 6, "alone: all of them");
+        assert_eq!(plan(&leases, &seen, &[]).len(), 6, "alone: all of them");
         let mut with_peer = leases.clone();
         with_peer[0].owner = Some("peer".into());
         with_peer[1].owner = Some("peer".into());
         let mut seen = Observations::default();
         seen.observe(&with_peer, Instant::now());
-        let takes = plan(&with_peer, &seen, 0);
+        let takes = plan(&with_peer, &seen, &[]);
         assert_eq!(takes.len(), 3, "two workers: ceil(6/2)");
         assert!(takes.iter().all(|(_, how)| *how == How::Free));
     }
@@ -547,7 +553,7 @@ mod tests {
             .collect();
         let mut seen = Observations::default();
         seen.observe(&leases, Instant::now());
-        let takes = plan(&leases, &seen, 0);
+        let takes = plan(&leases, &seen, &[]);
         assert_eq!(takes.len(), 1, "one at a time");
         assert_eq!(takes[0].1, How::Stolen);
         let stolen = leases
@@ -568,7 +574,7 @@ mod tests {
         ];
         let mut seen = Observations::default();
         seen.observe(&leases, Instant::now());
-        assert!(plan(&leases, &seen, 1).is_empty(), "no thrash");
+        assert!(plan(&leases, &seen, &["s3"]).is_empty(), "no thrash");
     }
 
     #[tokio::test(start_paused = true)]
@@ -578,13 +584,13 @@ mod tests {
         child.parents = vec!["parent".into(), "gone".into()];
         let mut seen = Observations::default();
         seen.observe(&[parent.clone(), child.clone()], Instant::now());
-        let takes = plan(&[parent.clone(), child.clone()], &seen, 0);
+        let takes = plan(&[parent.clone(), child.clone()], &seen, &[]);
         assert!(
             takes.iter().all(|(key, _)| key != "child"),
             "parent still open"
         );
         parent.checkpoint = lease::SHARD_END.into();
-        let takes = plan(&[parent, child], &seen, 0);
+        let takes = plan(&[parent, child], &seen, &[]);
         assert_eq!(
             takes,
             vec![("child".into(), How::Free)],
@@ -593,10 +599,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lease_left_in_this_workers_name_is_taken_once_expired_but_never_one_it_holds() {
+        // s0: left by an earlier process with this id; s1: held, its
+        // renewals failing. Both look the same in the table.
+        let leases = vec![lease("s0", Some("me"), 4), lease("s1", Some("me"), 9)];
+        let mut seen = Observations::default();
+        seen.observe(&leases, Instant::now());
+        assert!(plan(&leases, &seen, &["s1"]).is_empty(), "not yet expired");
+        tokio::time::advance(FAILOVER).await;
+        assert_eq!(
+            plan(&leases, &seen, &["s1"]),
+            vec![("s0".into(), How::Expired)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn max_leases_caps_the_share() {
         let leases: Vec<Lease> = (0..8).map(|i| lease(&format!("s{i}"), None, 0)).collect();
         let seen = Observations::default();
-        let takes = plan_takes(&leases, &seen, Instant::now(), FAILOVER, "me", 1, Some(3));
+        let held = HashSet::from(["s0"]);
+        let takes = plan_takes(
+            &leases,
+            &seen,
+            Instant::now(),
+            FAILOVER,
+            "me",
+            &held,
+            Some(3),
+        );
         assert_eq!(takes.len(), 2);
     }
 }
