@@ -109,6 +109,73 @@ pub struct LambdaArgs {
     /// with many distinct words; lower it if the table throttles.
     #[arg(long, env = "SHARDWISE_SINK_CONCURRENCY", default_value = "32")]
     pub sink_concurrency: NonZeroUsize,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where metrics go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsMode {
+    /// CloudWatch Embedded Metric Format lines on stdout: CloudWatch Logs
+    /// turns them into metrics, with no PutMetricData calls.
+    Emf,
+    /// A Prometheus scrape endpoint at --metrics-addr.
+    Prometheus,
+    Off,
+}
+
+/// Metrics settings, shared by `worker` and `lambda`.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Where metrics go: `emf` (CloudWatch Embedded Metric Format on
+    /// stdout), `prometheus` (served at --metrics-addr) or `off`. Default:
+    /// prometheus when --metrics-addr is set, emf otherwise.
+    #[arg(long = "metrics", env = "SHARDWISE_METRICS", value_enum)]
+    pub mode: Option<MetricsMode>,
+
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (for
+    /// workers outside AWS). Worker mode only.
+    #[arg(long, env = "SHARDWISE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// CloudWatch namespace of the EMF metrics (default: the application
+    /// name; `shardwise` in Lambda).
+    #[arg(long, env = "SHARDWISE_METRICS_NAMESPACE")]
+    pub metrics_namespace: Option<String>,
+}
+
+impl MetricsArgs {
+    /// The exporter these settings ask for.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when --metrics and --metrics-addr disagree.
+    pub fn exporter(
+        self,
+        default_namespace: &str,
+    ) -> Result<crate::telemetry::Exporter, ConfigError> {
+        use crate::telemetry::Exporter;
+        let mode = self.mode.unwrap_or(if self.metrics_addr.is_some() {
+            MetricsMode::Prometheus
+        } else {
+            MetricsMode::Emf
+        });
+        match (mode, self.metrics_addr) {
+            (MetricsMode::Prometheus, Some(addr)) => Ok(Exporter::Prometheus { addr }),
+            (MetricsMode::Prometheus, None) => Err(ConfigError::MetricsAddrMissing),
+            (MetricsMode::Emf | MetricsMode::Off, Some(_)) => Err(ConfigError::MetricsAddrUnused),
+            (MetricsMode::Emf, None) => {
+                let namespace = self
+                    .metrics_namespace
+                    .unwrap_or_else(|| default_namespace.to_string());
+                if namespace.is_empty() || namespace.len() > 255 {
+                    return Err(ConfigError::MetricsNamespace(namespace));
+                }
+                Ok(Exporter::Emf { namespace })
+            }
+            (MetricsMode::Off, None) => Ok(Exporter::Off),
+        }
+    }
 }
 
 /// Where a shard without a checkpoint starts.
@@ -195,6 +262,14 @@ pub struct WorkerArgs {
     /// Most UpdateItem calls in flight for one batch.
     #[arg(long, env = "SHARDWISE_SINK_CONCURRENCY", default_value = "32")]
     pub sink_concurrency: NonZeroUsize,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    /// How often EMF metrics are written (each line costs log ingestion;
+    /// CloudWatch's finest regular resolution is a minute).
+    #[arg(long, env = "SHARDWISE_METRICS_INTERVAL", default_value = "60s")]
+    pub metrics_interval: humantime::Duration,
 }
 
 /// Arguments of `shardwise status`.
@@ -310,6 +385,16 @@ pub enum ConfigError {
     TimestampUnused,
     #[error("{name} must be longer than zero")]
     Zero { name: &'static str },
+    #[error("--metrics prometheus needs --metrics-addr (e.g. 127.0.0.1:9464)")]
+    MetricsAddrMissing,
+    #[error("--metrics-addr serves Prometheus metrics: drop it, or use --metrics prometheus")]
+    MetricsAddrUnused,
+    #[error("--metrics-namespace {0:?} must be 1 to 255 characters")]
+    MetricsNamespace(String),
+    #[error(
+        "--application-name {0:?} names the lease table: 3 to 255 letters, digits, '_', '-' or '.'"
+    )]
+    ApplicationName(String),
 }
 
 impl WorkerArgs {
@@ -321,9 +406,19 @@ impl WorkerArgs {
         use std::time::Duration;
         let failover: Duration = self.failover_time.into();
         let checkpoint: Duration = self.checkpoint_interval.into();
+        let name = &self.application_name;
+        if !(3..=255).contains(&name.len())
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(ConfigError::ApplicationName(name.clone()));
+        }
+        let metrics_interval: Duration = self.metrics_interval.into();
         for (name, value) in [
             ("--failover-time", failover),
             ("--checkpoint-interval", checkpoint),
+            ("--metrics-interval", metrics_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { name });
@@ -363,7 +458,10 @@ impl WorkerArgs {
             (InitialPositionArg::TrimHorizon, None) => crate::worker::InitialPosition::TrimHorizon,
             (InitialPositionArg::Latest, None) => crate::worker::InitialPosition::Latest,
         };
+        let metrics = self.metrics.exporter(&self.application_name)?;
         Ok(crate::worker::WorkerConfig {
+            metrics,
+            metrics_interval,
             application: self.application_name,
             stream: crate::worker::StreamRef::parse(&self.stream),
             worker_id: self.worker_id.unwrap_or_else(default_worker_id),
@@ -407,6 +505,52 @@ mod tests {
             Some(Command::Worker(args)) => args.into_config(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_application_name_that_cannot_name_a_table_is_refused() {
+        for bad in ["ab", "my app", "app/1"] {
+            let mut all = vec!["shardwise", "worker", "--stream", "s"];
+            all.extend(["--application-name", bad]);
+            let Some(Command::Worker(args)) = Cli::try_parse_from(all).expect("parses").command
+            else {
+                panic!("worker");
+            };
+            assert_eq!(
+                args.into_config().err(),
+                Some(ConfigError::ApplicationName(bad.into()))
+            );
+        }
+        assert!(worker(&[]).is_ok(), "`app` is fine");
+    }
+
+    #[test]
+    fn metrics_flags_resolve_to_one_exporter() {
+        use crate::telemetry::Exporter;
+        let exporter = |args: &[&str]| worker(args).map(|c| c.metrics);
+        assert_eq!(
+            exporter(&[]),
+            Ok(Exporter::Emf {
+                namespace: "app".into()
+            })
+        );
+        assert_eq!(
+            exporter(&["--metrics-addr", "127.0.0.1:9464"]),
+            Ok(Exporter::Prometheus {
+                addr: "127.0.0.1:9464".parse().expect("addr")
+            })
+        );
+        assert_eq!(exporter(&["--metrics", "off"]), Ok(Exporter::Off));
+        assert_eq!(
+            exporter(&["--metrics-namespace", "Ops/Counts"]),
+            Ok(Exporter::Emf {
+                namespace: "Ops/Counts".into()
+            })
+        );
+        assert_eq!(
+            exporter(&["--metrics", "off", "--metrics-addr", "127.0.0.1:1"]).err(),
+            Some(ConfigError::MetricsAddrUnused)
+        );
     }
 
     #[test]

@@ -22,9 +22,12 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use tracing::{info, warn};
 
-use crate::aggregation::deaggregate_batch;
+use std::time::{Instant, SystemTime};
+
+use crate::aggregation::{deaggregate_batch, is_aggregated};
 use crate::record::Record;
 use crate::sink::{CountsSink, SinkError};
+use crate::telemetry::{self, BatchFigures, Metrics};
 use crate::wordcount::BadRecord;
 
 /// Why a whole invocation failed.
@@ -69,16 +72,41 @@ impl Handler {
     pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
         let mut response = KinesisEventResponse::default();
         for records in group_by_shard(event) {
+            let Some(shard_id) = records.first().map(|r| r.shard_id.clone()) else {
+                continue;
+            };
+            let mut figures = BatchFigures {
+                kinesis_records: records.len() as u64,
+                bytes: records.iter().map(|r| r.data.len() as u64).sum(),
+                ..BatchFigures::default()
+            };
+            if let Some(age) = records
+                .last()
+                .and_then(|r| r.arrival)
+                .and_then(|arrival| SystemTime::now().duration_since(arrival).ok())
+            {
+                telemetry::iterator_age(shard_id.as_str(), age);
+            }
+            let plain = records.iter().filter(|r| !is_aggregated(&r.data)).count();
             // KPL aggregates become their user records (Lambda does not
             // de-aggregate); corrupt ones are skipped like any bad record.
             let (batch, corrupt) = deaggregate_batch(records);
-            corrupt.iter().for_each(BadRecord::log);
-            let Some(first) = batch.first() else { continue };
-            let shard_id = first.shard_id.clone();
+            corrupt.iter().for_each(BadRecord::report);
+            figures.deaggregated = batch.len().saturating_sub(plain) as u64;
+            figures.user_records = (batch.len() + corrupt.len()) as u64;
+            let Some(first) = batch.first() else {
+                telemetry::batch_processed(shard_id.as_str(), &figures);
+                continue;
+            };
             let lowest_sequence = first.position.sequence.to_string();
+            let started = Instant::now();
             match self.sink.apply(&batch).await {
                 Ok((report, counts)) => {
-                    counts.bad.iter().for_each(BadRecord::log);
+                    counts.bad.iter().for_each(BadRecord::report);
+                    figures.sink_writes = report.writes as u64;
+                    figures.sink_recounts = report.recounted as u64;
+                    figures.elapsed = started.elapsed();
+                    telemetry::batch_processed(shard_id.as_str(), &figures);
                     info!(
                         shard_id = %shard_id,
                         records = batch.len(),
@@ -94,6 +122,8 @@ impl Handler {
                     );
                 }
                 Err(error) if error.is_retriable() => {
+                    telemetry::sink_failed(shard_id.as_str());
+                    telemetry::batch_item_failure(shard_id.as_str());
                     warn!(
                         shard_id = %shard_id,
                         from_sequence = %lowest_sequence,
@@ -105,6 +135,7 @@ impl Handler {
                     response.batch_item_failures.push(failure);
                 }
                 Err(source) => {
+                    telemetry::sink_failed(shard_id.as_str());
                     return Err(HandlerError::Sink {
                         shard: format!("{}/{}", first.stream, shard_id),
                         source,
@@ -155,14 +186,21 @@ fn group_by_shard(event: KinesisEvent) -> Vec<Vec<Record>> {
         .collect()
 }
 
-/// Serves invocations until the Lambda runtime stops the process.
+/// Serves invocations until the Lambda runtime stops the process. Each
+/// invocation's metrics are written (EMF, tagged with its request id)
+/// before its response is returned, so a frozen sandbox loses none.
 ///
 /// # Errors
 /// When the runtime API cannot be reached.
-pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
+pub async fn run(handler: Handler, metrics: Metrics) -> Result<(), lambda_runtime::Error> {
     let handler = &handler;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisEvent>| async move { handler.handle(event.payload).await },
+        move |event: LambdaEvent<KinesisEvent>| async move {
+            metrics.set_property("RequestId", event.context.request_id.clone());
+            let response = handler.handle(event.payload).await;
+            metrics.flush();
+            response
+        },
     ))
     .await
 }

@@ -19,6 +19,8 @@
 //!   totally ordered), built from both modes' inputs.
 //! - [`setup`]: one-shot helpers that create what a local run needs (streams).
 //! - [`sink`]: the counts table: exactly-once application of a batch's counts.
+//! - [`telemetry`]: metrics: names and units, recording helpers, and the
+//!   exporter (CloudWatch EMF on stdout, Prometheus, or none).
 //! - [`wordcount`]: the pure core: a batch of records in, counts per word out.
 //! - [`worker`]: worker mode: leases (KCL schema), the coordinator, shard
 //!   consumers and checkpoints.
@@ -32,5 +34,6 @@ pub mod producer;
 pub mod record;
 pub mod setup;
 pub mod sink;
+pub mod telemetry;
 pub mod wordcount;
 pub mod worker;

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser};
 use shardwise::aws::Clients;
 use shardwise::cli::{Cli, Command, CountsArgs, LambdaArgs, ProduceArgs, SetupArgs, StatusArgs};
 use shardwise::sink::{self, CountsSink};
+use shardwise::telemetry::{Exporter, Metrics};
 use tokio_util::sync::CancellationToken;
 
 /// `println!` for command output that reports a closed stdout (`| head`)
@@ -100,6 +101,13 @@ async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
              `cargo lambda watch --only-lambda-apis` with the variables that command prints"
         );
     }
+    let exporter = args.metrics.exporter("shardwise")?;
+    if matches!(exporter, Exporter::Prometheus { .. }) {
+        anyhow::bail!(
+            "Prometheus metrics are for workers; in Lambda use --metrics emf (the default) or off"
+        );
+    }
+    let metrics = Metrics::install(&exporter)?;
     // Clients are built once per cold start and shared by every invocation.
     let clients = Clients::from_env().await?;
     let sink = CountsSink::new(
@@ -107,7 +115,7 @@ async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
         args.table.counts_table,
         args.sink_concurrency,
     );
-    shardwise::lambda::run(shardwise::lambda::Handler::new(sink))
+    shardwise::lambda::run(shardwise::lambda::Handler::new(sink), metrics)
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
 }
@@ -214,6 +222,7 @@ async fn shutdown_signal() -> std::io::Result<()> {
 }
 
 async fn worker(config: shardwise::worker::WorkerConfig) -> anyhow::Result<()> {
+    let metrics = Metrics::install(&config.metrics)?;
     let clients = Clients::from_env().await?;
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
     tokio::spawn(stop_on_signals(stop.clone(), abort.clone()));
@@ -223,7 +232,13 @@ async fn worker(config: shardwise::worker::WorkerConfig) -> anyhow::Result<()> {
         eprintln!("second signal: exiting without waiting for the drain");
         std::process::exit(130);
     });
-    shardwise::worker::run(config, clients, stop).await?;
+    let flushed = CancellationToken::new();
+    let flusher = tokio::spawn(metrics.flush_every(config.metrics_interval, flushed.clone()));
+    let result = shardwise::worker::run(config, clients, stop).await;
+    // The last figures (leases released) are written before exiting.
+    flushed.cancel();
+    let _ = flusher.await;
+    result?;
     Ok(())
 }
 

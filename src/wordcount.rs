@@ -63,9 +63,10 @@ pub struct BadRecord {
 }
 
 impl BadRecord {
-    /// Logs the record once, as a warning: where it is and why it was
-    /// skipped, never its data.
-    pub fn log(&self) {
+    /// Reports the record once: a warning saying where it is and why it
+    /// was skipped (never its data), and the `BadRecords` metric.
+    pub fn report(&self) {
+        crate::telemetry::bad_record(self.shard_id.as_str(), self.reason.label());
         tracing::warn!(
             shard_id = %self.shard_id,
             sequence_number = %self.position.sequence,

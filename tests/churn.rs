@@ -252,19 +252,22 @@ async fn random_kill_9s_and_restarts_lose_nothing_and_never_double_count() {
     stop_sampling.cancel();
     sampler.await.expect("sampler");
 
-    let history = history.lock().expect("lock");
-    let samples: usize = history.values().map(Vec::len).sum();
+    let (samples, found, stall) = {
+        let history = history.lock().expect("lock");
+        let samples: usize = history.values().map(Vec::len).sum();
+        let found: Vec<String> = history
+            .iter()
+            .flat_map(|(key, h)| violations(key, h))
+            .collect();
+        let stall = history
+            .values()
+            .map(|h| longest_stall(h))
+            .max()
+            .unwrap_or_default();
+        (samples, found, stall)
+    };
     assert!(samples > 100, "the lease table was sampled ({samples})");
-    let found: Vec<String> = history
-        .iter()
-        .flat_map(|(key, h)| violations(key, h))
-        .collect();
     assert!(found.is_empty(), "{found:#?}");
-    let stall = history
-        .values()
-        .map(|h| longest_stall(h))
-        .max()
-        .unwrap_or_default();
     eprintln!(
         "figure: the longest a lease stood still under an owner: {stall:?} (failover {FAILOVER:?})"
     );

@@ -103,6 +103,7 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
     let _emulator = Running(emulator);
     let log_path = std::env::temp_dir().join(format!("{table}.log"));
     let log = std::fs::File::create(&log_path).expect("log file");
+    let metrics_path = std::env::temp_dir().join(format!("{table}.stdout"));
     let function = Command::new(env!("CARGO_BIN_EXE_shardwise"))
         .env(
             "AWS_LAMBDA_RUNTIME_API",
@@ -112,7 +113,8 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         .env("SHARDWISE_COUNTS_TABLE", &table)
-        .stdout(Stdio::null())
+        .env("SHARDWISE_METRICS_NAMESPACE", &table)
+        .stdout(std::fs::File::create(&metrics_path).expect("stdout file"))
         .stderr(log)
         .spawn()
         .expect("shardwise");
@@ -167,4 +169,36 @@ async fn the_binary_counts_events_of_real_stream_records_behind_the_runtime_api(
         "the bad record is logged once per delivery: {log}"
     );
     assert!(log.contains("invalid_utf8"), "{log}");
+
+    // Each invocation wrote its metrics (EMF, checked against the
+    // specification) before answering, tagged with its request id.
+    let data = common::emf::parse_all(&std::fs::read_to_string(&metrics_path).unwrap_or_default());
+    assert!(data.iter().all(|d| d.namespace == table));
+    assert!(
+        data.iter().all(|d| d.document["RequestId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())),
+        "request ids"
+    );
+    let deliveries = 2.0;
+    assert_eq!(
+        common::emf::sum_where(&data, "RecordsProcessed", &[]),
+        deliveries * texts.len() as f64,
+        "every record of every delivery"
+    );
+    assert_eq!(
+        common::emf::sum_where(&data, "BadRecords", &[("Reason", "invalid_utf8")]),
+        deliveries,
+        "the bad record, once per delivery"
+    );
+    assert_eq!(common::emf::sum_where(&data, "BatchItemFailures", &[]), 0.0);
+    let ages: Vec<&common::emf::Datum> = data
+        .iter()
+        .filter(|d| d.name == "IteratorAgeMilliseconds")
+        .collect();
+    assert_eq!(ages.len(), 2 * events.len(), "one age per shard batch");
+    assert!(
+        ages.iter()
+            .all(|d| d.unit.as_deref() == Some("Milliseconds"))
+    );
 }

@@ -83,7 +83,7 @@ async fn a_lease_table_of_another_stream_is_refused() {
 async fn impossible_timings_are_refused_before_any_aws_call() {
     // No endpoint, no region: the check comes first.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
-        .args(["worker", "--application-name", "a", "--stream", "s"])
+        .args(["worker", "--application-name", "app", "--stream", "s"])
         .args(["--failover-time", "3s", "--renew-interval", "5s"])
         .env_remove("AWS_REGION")
         .env_remove("AWS_ENDPOINT_URL_KINESIS")
@@ -103,7 +103,7 @@ async fn impossible_timings_are_refused_before_any_aws_call() {
 async fn a_nonsense_duration_is_a_usage_error_naming_the_flag() {
     let out = worker(&[
         "--application-name",
-        "a",
+        "app",
         "--stream",
         "s",
         "--failover-time",

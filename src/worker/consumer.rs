@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::lease::{self, Lease, LeaseError, LeaseTable};
 use super::{InitialPosition, StreamRef};
-use crate::aggregation::deaggregate_batch;
+use crate::aggregation::{deaggregate_batch, is_aggregated};
 use crate::aws::{Retry, describe_error, retry_class};
 use crate::record::{Position, Record, SequenceNumber, ShardId};
-use crate::sink::CountsSink;
+use crate::sink::{ApplyReport, CountsSink};
+use crate::telemetry::{self, BatchFigures};
 use crate::wordcount::BadRecord;
 
 /// Kinesis allows 5 GetRecords calls a second per shard.
@@ -90,6 +91,7 @@ impl HeldLease {
             .await;
         self.note(&result);
         *counter = result?;
+        telemetry::checkpoint_written(&self.key);
         Ok(())
     }
 
@@ -120,6 +122,8 @@ pub struct ConsumerContext {
     pub max_records: i32,
     pub idle_time: Duration,
     pub checkpoint_interval: Duration,
+    /// Lag is recorded as a metric at most this often per shard.
+    pub lag_sample_every: Duration,
 }
 
 /// Where to read from: the iterator type and the last position already
@@ -132,7 +136,7 @@ enum Start {
 }
 
 /// Runs one shard until it ends, the lease is lost, or `shutdown` fires.
-#[tracing::instrument(name = "shard", skip_all, fields(shard_id = %held.key))]
+#[tracing::instrument(name = "shard", skip_all, fields(shard_id = %held.key, worker_id = %held.owner))]
 pub async fn run(
     context: ConsumerContext,
     held: Arc<HeldLease>,
@@ -169,6 +173,8 @@ pub async fn run(
     let mut failures: u32 = 0;
     let mut iterator: Option<String> = None;
     let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
+    let mut last_lag_sample: Option<Instant> = None;
+    let mut since_checkpoint: u64 = 0;
     let end = loop {
         if held.lost.is_cancelled() {
             break ConsumerEnd::LeaseLost;
@@ -231,6 +237,12 @@ pub async fn run(
         lag_millis = page
             .millis_behind_latest
             .and_then(|m| u64::try_from(m).ok());
+        if let Some(lag) = lag_millis
+            && last_lag_sample.is_none_or(|at| at.elapsed() >= context.lag_sample_every)
+        {
+            telemetry::lag(shard_id.as_str(), lag);
+            last_lag_sample = Some(Instant::now());
+        }
         let next = page.next_shard_iterator.clone();
         let children = page.child_shards.clone().unwrap_or_default();
         let mut records = Vec::with_capacity(page.records.len());
@@ -247,21 +259,37 @@ pub async fn run(
         }
         let caught_up = records.is_empty() && lag_millis == Some(0);
         if !records.is_empty() {
+            let mut figures = BatchFigures {
+                kinesis_records: records.len() as u64,
+                bytes: records.iter().map(|r| r.data.len() as u64).sum(),
+                ..BatchFigures::default()
+            };
+            let plain = records.iter().filter(|r| !is_aggregated(&r.data)).count();
             let (users, corrupt) = deaggregate_batch(records);
-            corrupt.iter().for_each(BadRecord::log);
+            figures.deaggregated = users.len().saturating_sub(plain) as u64;
+            corrupt.iter().for_each(BadRecord::report);
             // Drop what was applied before (a restart at a checkpoint
             // inside an aggregate re-reads that aggregate).
             let batch: Vec<Record> = match &applied {
                 Some(done) => users.into_iter().filter(|r| r.position > *done).collect(),
                 None => users,
             };
+            figures.user_records = (batch.len() + corrupt.len()) as u64;
             if !batch.is_empty() {
+                let started = Instant::now();
                 match apply(&context, &batch, &held.lost, &shutdown).await {
-                    Some(position) => applied = Some(position),
+                    Some((position, report)) => {
+                        applied = Some(position);
+                        figures.sink_writes = report.writes as u64;
+                        figures.sink_recounts = report.recounted as u64;
+                    }
                     // Lost or shut down before the batch was applied.
                     None => continue,
                 }
+                figures.elapsed = started.elapsed();
             }
+            since_checkpoint += figures.user_records;
+            telemetry::batch_processed(shard_id.as_str(), &figures);
         }
         if let Some(position) = &applied {
             start = Start::At(position.clone());
@@ -277,6 +305,14 @@ pub async fn run(
         {
             match checkpoint(&context, &held, position, lag_millis).await {
                 Ok(()) => {
+                    info!(
+                        sequence = %position.sequence,
+                        sub_sequence = position.sub_sequence,
+                        millis_behind_latest = lag_millis,
+                        records = since_checkpoint,
+                        "checkpointed"
+                    );
+                    since_checkpoint = 0;
                     last_checkpointed = applied.clone();
                     last_checkpoint_at = Instant::now();
                 }
@@ -331,31 +367,34 @@ async fn checkpoint(
 }
 
 /// Applies a batch, retrying what can change. Returns the last position
-/// applied, or `None` if the lease was lost or the worker stops first.
+/// applied and what the sink did, or `None` if the lease was lost or the
+/// worker stops first.
 async fn apply(
     context: &ConsumerContext,
     batch: &[Record],
     lost: &CancellationToken,
     shutdown: &CancellationToken,
-) -> Option<Position> {
+) -> Option<(Position, ApplyReport)> {
     let mut failures = 0;
     loop {
         match context.sink.apply(batch).await {
             Ok((report, counts)) => {
-                counts.bad.iter().for_each(BadRecord::log);
+                counts.bad.iter().for_each(BadRecord::report);
                 let last = batch.last().map(|r| r.position.clone());
                 debug!(
                     records = batch.len(),
                     words = report.words,
                     writes = report.writes,
                     recounted = report.recounted,
+                    first_sequence = %batch.first().map(|r| r.position.sequence.to_string()).unwrap_or_default(),
                     last_sequence = %last.as_ref().map(|p| p.sequence.to_string()).unwrap_or_default(),
                     "batch applied"
                 );
-                return last;
+                return last.map(|position| (position, report));
             }
             Err(error) => {
                 failures += 1;
+                telemetry::sink_failed(batch.first().map_or("", |r| r.shard_id.as_str()));
                 // A refusal (missing table) may be fixed by an operator:
                 // the shard waits, never skips the batch.
                 warn!(error = %error, failures, retriable = error.is_retriable(), "batch not applied; retrying");

@@ -20,6 +20,7 @@ use super::consumer::{self, ConsumerContext, ConsumerEnd, HeldLease};
 use super::lease::{self, Lease, LeaseError, LeaseTable};
 use super::{StreamRef, WorkerConfig};
 use crate::aws::describe_error;
+use crate::telemetry::{self, LeaseEvent};
 
 /// How often shard sync lists the stream's shards (new shards also arrive
 /// through `ChildShards` at a parent's end, at once).
@@ -225,11 +226,10 @@ impl Coordinator {
                     Ok(leases) => self.take_and_balance(leases, &shutdown).await,
                     Err(e) => warn!(error = %e, "could not list leases; will try again"),
                 },
-                _ = sync.tick() => {
-                    if let Err(e) = shard_sync(&self.context, &self.table).await {
-                        warn!(error = %e, "shard sync failed; will try again");
-                    }
-                }
+                _ = sync.tick() => match shard_sync(&self.context, &self.table).await {
+                    Ok(_) => telemetry::shard_synced(&self.owner),
+                    Err(e) => warn!(error = %e, "shard sync failed; will try again"),
+                },
             }
         }
         self.drain().await;
@@ -242,7 +242,10 @@ impl Coordinator {
         };
         match end {
             ConsumerEnd::LeaseLost => {
-                self.running.remove(&key);
+                // Counted here unless a renewal found it lost first.
+                if self.running.remove(&key).is_some() {
+                    telemetry::lease_event(&self.owner, LeaseEvent::Lost);
+                }
             }
             ConsumerEnd::ShardEnded => {
                 self.running.remove(&key);
@@ -264,12 +267,18 @@ impl Coordinator {
                 Ok(()) => {}
                 Err(LeaseError::Lost { .. }) => {
                     warn!(shard_id = %h.key, worker_id = %self.owner, "lease lost: another worker took it");
-                    self.running.remove(&h.key);
+                    if self.running.remove(&h.key).is_some() {
+                        telemetry::lease_event(&self.owner, LeaseEvent::Lost);
+                    }
                 }
                 // Not lost: still ours if the next renewal succeeds in time.
-                Err(e) => warn!(shard_id = %h.key, error = %e, "lease renewal failed; will retry"),
+                Err(e) => {
+                    telemetry::lease_event(&self.owner, LeaseEvent::RenewalFailed);
+                    warn!(shard_id = %h.key, error = %e, "lease renewal failed; will retry");
+                }
             }
         }
+        telemetry::leases_held(&self.owner, self.running.len());
     }
 
     async fn take_and_balance(&mut self, leases: Vec<Lease>, shutdown: &CancellationToken) {
@@ -303,6 +312,10 @@ impl Coordinator {
             {
                 Ok(counter) => {
                     info!(shard_id = %lease.key, worker_id = %self.owner, how = how.as_str(), previous_owner = ?lease.owner, "lease taken");
+                    telemetry::lease_event(&self.owner, LeaseEvent::Taken);
+                    if how == How::Stolen {
+                        telemetry::lease_event(&self.owner, LeaseEvent::Stolen);
+                    }
                     self.start_consumer(lease, counter, shutdown);
                 }
                 Err(LeaseError::Lost { .. }) => {
@@ -311,6 +324,7 @@ impl Coordinator {
                 Err(e) => warn!(shard_id = %lease.key, error = %e, "could not take the lease"),
             }
         }
+        telemetry::leases_held(&self.owner, self.running.len());
     }
 
     /// Deletes the leases of finished shards whose children have all
@@ -389,12 +403,16 @@ impl Coordinator {
                 continue;
             }
             match h.release(&self.table).await {
-                Ok(()) => info!(shard_id = %h.key, worker_id = %self.owner, "lease released"),
+                Ok(()) => {
+                    info!(shard_id = %h.key, worker_id = %self.owner, "lease released");
+                    telemetry::lease_event(&self.owner, LeaseEvent::Released);
+                }
                 Err(e) => {
                     warn!(shard_id = %h.key, error = %e, "could not release the lease; it will expire")
                 }
             }
         }
+        telemetry::leases_held(&self.owner, 0);
     }
 }
 

@@ -113,6 +113,10 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     pub counts_table: String,
     pub sink_concurrency: std::num::NonZeroUsize,
+    /// Where metrics go (installed by the binary).
+    pub metrics: crate::telemetry::Exporter,
+    /// How often metrics are flushed (EMF); the lag is sampled to match.
+    pub metrics_interval: Duration,
 }
 
 /// Why a worker could not start.
@@ -176,10 +180,13 @@ pub async fn run(
         max_records: config.max_records,
         idle_time: config.idle_time,
         checkpoint_interval: config.checkpoint_interval,
+        lag_sample_every: (config.metrics_interval / crate::telemetry::MAX_SAMPLES_PER_FLUSH)
+            .max(Duration::from_secs(1)),
     };
     coordinator::shard_sync(&context, &table)
         .await
         .map_err(WorkerError::ShardSync)?;
+    crate::telemetry::shard_synced(&config.worker_id);
     tracing::info!(
         worker_id = %config.worker_id,
         stream = %config.stream.name(),

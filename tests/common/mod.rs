@@ -4,6 +4,7 @@
 
 use shardwise::aws::Clients;
 
+pub mod emf;
 pub mod fault_proxy;
 pub mod private_aws;
 pub mod worker_process;

@@ -1,14 +1,16 @@
 //! A `shardwise worker` process of the built binary, as the tests run it:
-//! its log in a file, signals by pid, killed when the test ends.
+//! its log (stderr) and its metrics (stdout) in files, signals by pid,
+//! killed when the test ends.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct WorkerProcess {
     child: Child,
     pub log: PathBuf,
+    pub stdout: PathBuf,
 }
 
 impl WorkerProcess {
@@ -26,6 +28,8 @@ impl WorkerProcess {
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let log = std::env::temp_dir().join(format!("{app}-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
+        let stdout = std::env::temp_dir().join(format!("{app}-{n}.stdout"));
+        let out = std::fs::File::create(&stdout).expect("stdout file");
         let child = Command::new(env!("CARGO_BIN_EXE_shardwise"))
             .args([
                 "worker",
@@ -39,11 +43,11 @@ impl WorkerProcess {
             .args(["--initial-position", "TRIM_HORIZON"])
             .args(extra)
             .envs(env.iter().cloned())
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(file)
             .spawn()
             .expect("shardwise worker");
-        Self { child, log }
+        Self { child, log, stdout }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -74,6 +78,11 @@ impl WorkerProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What it wrote to stdout (its EMF metrics) so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 }
 
