@@ -234,7 +234,8 @@ pub struct WorkerArgs {
     pub renew_interval: Option<humantime::Duration>,
 
     /// How often the lease table is scanned to take expired or free leases
-    /// and balance (default: a fifth of the failover time).
+    /// and balance (default: a tenth of the failover time). It bounds how
+    /// long a stopped worker's released shards wait for a peer.
     #[arg(long, env = "SHARDWISE_TAKE_INTERVAL")]
     pub take_interval: Option<humantime::Duration>,
 
@@ -242,8 +243,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "SHARDWISE_MAX_RECORDS", default_value = "10000", value_parser = clap::value_parser!(i32).range(1..=10000))]
     pub max_records: i32,
 
-    /// Pause between reads of a shard that is caught up (at least 200ms:
-    /// Kinesis allows 5 reads a second per shard).
+    /// Pause between reads of a shard whose reader is at the tip of the
+    /// stream (at least 200ms: Kinesis allows 5 reads a second per shard).
+    /// Longer: fewer reads and DynamoDB writes per record; shorter: lower
+    /// put-to-counted latency. A shard that is behind is read without pause.
     #[arg(long, env = "SHARDWISE_IDLE_TIME", default_value = "1s")]
     pub idle_time: humantime::Duration,
 
@@ -436,7 +439,7 @@ impl WorkerArgs {
                 failover: humantime::format_duration(failover).to_string(),
             });
         }
-        let take: Duration = self.take_interval.map_or(failover / 5, Into::into);
+        let take: Duration = self.take_interval.map_or(failover / 10, Into::into);
         if take.is_zero() {
             return Err(ConfigError::Zero {
                 name: "--take-interval",

@@ -163,6 +163,7 @@ pub mod names {
     pub const LEASES_STOLEN: &str = "LeasesStolen";
     pub const LEASES_LOST: &str = "LeasesLost";
     pub const LEASES_RELEASED: &str = "LeasesReleased";
+    pub const LEASE_RENEWALS: &str = "LeaseRenewals";
     pub const LEASE_RENEWAL_FAILURES: &str = "LeaseRenewalFailures";
     pub const SHARD_SYNCS: &str = "ShardSyncs";
     pub const BATCH_ITEM_FAILURES: &str = "BatchItemFailures";
@@ -202,6 +203,7 @@ fn describe() {
         (LEASES_STOLEN, "leases stolen from a busier worker"),
         (LEASES_LOST, "leases another worker took from this one"),
         (LEASES_RELEASED, "leases given up at shutdown"),
+        (LEASE_RENEWALS, "lease renewals written"),
         (
             LEASE_RENEWAL_FAILURES,
             "lease renewals that failed without losing the lease",
@@ -287,6 +289,7 @@ pub enum LeaseEvent {
     Stolen,
     Lost,
     Released,
+    Renewed,
     RenewalFailed,
 }
 
@@ -296,6 +299,7 @@ pub fn lease_event(worker_id: &str, event: LeaseEvent) {
         LeaseEvent::Stolen => LEASES_STOLEN,
         LeaseEvent::Lost => LEASES_LOST,
         LeaseEvent::Released => LEASES_RELEASED,
+        LeaseEvent::Renewed => LEASE_RENEWALS,
         LeaseEvent::RenewalFailed => LEASE_RENEWAL_FAILURES,
     };
     counter!(name, WORKER_ID => worker_id.to_string()).increment(1);

@@ -257,7 +257,11 @@ pub async fn run(
                 }
             }
         }
-        let caught_up = records.is_empty() && lag_millis == Some(0);
+        // At the tip of the shard (nothing newer to read), the next read
+        // waits the idle time, records or not, as KCL's polling does: one
+        // read and one batch of writes a second per shard at a steady rate,
+        // instead of five. Behind the tip, reads follow each other.
+        let caught_up = lag_millis == Some(0);
         if !records.is_empty() {
             let mut figures = BatchFigures {
                 kinesis_records: records.len() as u64,

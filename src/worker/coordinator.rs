@@ -264,7 +264,7 @@ impl Coordinator {
             futures_util::future::join_all(held.iter().map(|h| h.renew(&self.table))).await;
         for (h, result) in held.iter().zip(results) {
             match result {
-                Ok(()) => {}
+                Ok(()) => telemetry::lease_event(&self.owner, LeaseEvent::Renewed),
                 Err(LeaseError::Lost { .. }) => {
                     warn!(shard_id = %h.key, worker_id = %self.owner, "lease lost: another worker took it");
                     if self.running.remove(&h.key).is_some() {

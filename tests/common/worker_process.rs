@@ -50,6 +50,10 @@ impl WorkerProcess {
         Self { child, log, stdout }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: &str) {
         send_signal(signal, self.child.id());
     }
