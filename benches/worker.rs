@@ -302,7 +302,7 @@ async fn throughput(clients: &Clients) {
         explicit_hash_key: None,
         data: data.clone(),
     });
-    // 16 KiB aggregates (≈ 650 user records): what a KPL buffering for
+    // 16 KiB aggregates (≈ 470 user records): what a KPL buffering for
     // 100 ms at a few thousand records a second puts.
     let puts: Vec<Put> = aggregation::aggregate_all(users, 16 * 1024)
         .into_iter()

@@ -592,7 +592,7 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(config.renew_interval, std::time::Duration::from_secs(3));
-        assert_eq!(config.take_interval, std::time::Duration::from_millis(1800));
+        assert_eq!(config.take_interval, std::time::Duration::from_millis(900));
         assert_eq!(
             config.initial_position,
             crate::worker::InitialPosition::TrimHorizon
