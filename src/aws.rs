@@ -128,6 +128,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "KMSThrottlingException",
     "InternalServerError",
     "InternalFailure",
+    "InternalFailureException",
     "ServiceUnavailable",
     "TransactionInProgressException",
 ];
@@ -162,6 +163,14 @@ where
 /// The HTTP status of a raw response, for [`retry_class`].
 pub trait HttpStatus {
     fn status(&self) -> u16;
+}
+
+/// An error inside an event stream (SubscribeToShard) has no HTTP status
+/// of its own: the response was a 200; its code decides.
+impl HttpStatus for aws_smithy_types::event_stream::RawMessage {
+    fn status(&self) -> u16 {
+        200
+    }
 }
 
 impl HttpStatus for aws_smithy_runtime_api::http::Response {

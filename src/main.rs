@@ -65,6 +65,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             block_on(worker(config))
         }
         Command::Status(args) => block_on(status(args)),
+        Command::DeregisterConsumer(args) => {
+            let name = args.consumer.name()?;
+            block_on(deregister_consumer(args.stream, name))
+        }
     }
 }
 
@@ -242,6 +246,27 @@ async fn worker(config: shardwise::worker::WorkerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn deregister_consumer(stream: String, name: String) -> anyhow::Result<()> {
+    use shardwise::worker::{StreamRef, fanout};
+    let clients = Clients::from_env().await?;
+    let stream = StreamRef::parse(&stream);
+    let arn = fanout::stream_arn(&clients.kinesis, &stream)
+        .await
+        .map_err(|detail| anyhow::anyhow!("stream \"{}\": {detail}", stream.name()))?;
+    if fanout::deregister_consumer(&clients.kinesis, &arn, stream.name(), &name).await? {
+        say!(
+            "deregistered stream consumer \"{name}\" of stream \"{}\"",
+            stream.name()
+        );
+    } else {
+        say!(
+            "stream \"{}\" has no consumer \"{name}\": nothing to do",
+            stream.name()
+        );
+    }
+    Ok(())
+}
+
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let clients = Clients::from_env().await?;
     let table = shardwise::worker::lease::LeaseTable::new(clients.dynamodb, &args.application_name);
@@ -251,9 +276,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             clear_screen();
         }
         say!(
-            "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  parents",
+            "{:<24} {:<28} {:<9} {:>8} {:<24} {:>6} {:>10}  parents",
             "shard",
             "owner",
+            "retrieval",
             "counter",
             "checkpoint",
             "sub",
@@ -267,9 +293,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 _ => lease.checkpoint.clone(),
             };
             say!(
-                "{:<24} {:<28} {:>8} {:<24} {:>6} {:>10}  {}",
+                "{:<24} {:<28} {:<9} {:>8} {:<24} {:>6} {:>10}  {}",
                 lease.key,
                 lease.owner.as_deref().unwrap_or("-"),
+                lease.retrieval.as_deref().unwrap_or("-"),
                 lease.counter,
                 checkpoint,
                 lease.checkpoint_sub,

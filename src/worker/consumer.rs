@@ -1,5 +1,6 @@
-//! One shard's consumer: GetRecords polling from the lease's checkpoint,
-//! de-aggregation, the counts sink, and checkpoints of applied positions.
+//! One shard's consumer: records from the lease's checkpoint (by polling or
+//! enhanced fan-out, `retrieval.rs`), de-aggregation, the counts sink, and
+//! checkpoints of applied positions.
 //!
 //! Lifecycle: `Processing → ShardEnded | LeaseLost | ShutDown`.
 //! - Checkpoints only ever name positions the sink has applied.
@@ -7,7 +8,7 @@
 //!   no checkpoint; the new owner resumes from the last one.
 //! - Shutdown: the batch in flight reaches the sink, then a checkpoint.
 //! - Shard end: `SHARD_END` is checkpointed and the children's leases are
-//!   created from the `ChildShards` of the last GetRecords page.
+//!   created from the `ChildShards` of the last page.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +19,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::fanout::FanOut;
 use super::lease::{self, Lease, LeaseError, LeaseTable};
+use super::retrieval::{Polling, Retrieval, ShardReader, Start};
 use super::{InitialPosition, StreamRef};
 use crate::aggregation::{deaggregate_batch, is_aggregated};
-use crate::aws::{Retry, describe_error, retry_class};
+use crate::aws::Retry;
 use crate::record::{Position, Record, SequenceNumber, ShardId};
 use crate::sink::{ApplyReport, CountsSink};
 use crate::telemetry::{self, BatchFigures};
 use crate::wordcount::BadRecord;
 
-/// Kinesis allows 5 GetRecords calls a second per shard.
-const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -124,15 +125,30 @@ pub struct ConsumerContext {
     pub checkpoint_interval: Duration,
     /// Lag is recorded as a metric at most this often per shard.
     pub lag_sample_every: Duration,
+    /// Polling or enhanced fan-out.
+    pub retrieval: Retrieval,
 }
 
-/// Where to read from: the iterator type and the last position already
-/// applied (records at or before it are dropped).
-#[derive(Debug, Clone)]
-enum Start {
-    Sentinel(ShardIteratorType),
-    Timestamp(aws_sdk_kinesis::primitives::DateTime),
-    At(Position),
+impl ConsumerContext {
+    /// A reader of `shard_id` from `start`, of this worker's retrieval.
+    fn reader(&self, shard_id: ShardId, start: Start) -> ShardReader {
+        match &self.retrieval {
+            Retrieval::Polling => ShardReader::Polling(Polling::new(
+                self.kinesis.clone(),
+                self.stream.clone(),
+                shard_id,
+                self.max_records,
+                self.idle_time,
+                start,
+            )),
+            Retrieval::FanOut { consumer_arn } => ShardReader::FanOut(FanOut::new(
+                self.kinesis.clone(),
+                consumer_arn.clone(),
+                shard_id,
+                start,
+            )),
+        }
+    }
 }
 
 /// Runs one shard until it ends, the lease is lost, or `shutdown` fires.
@@ -146,7 +162,7 @@ pub async fn run(
     let shard_id = ShardId::new(lease.key.clone());
     let stream_name: Arc<str> = context.stream.name().into();
     let mut applied: Option<Position> = None;
-    let mut start = match lease.checkpoint.as_str() {
+    let start = match lease.checkpoint.as_str() {
         lease::SHARD_END => return ConsumerEnd::ShardEnded,
         lease::TRIM_HORIZON => Start::Sentinel(ShardIteratorType::TrimHorizon),
         lease::LATEST => Start::Sentinel(ShardIteratorType::Latest),
@@ -166,13 +182,12 @@ pub async fn run(
             }
         },
     };
-    info!(checkpoint = %lease.checkpoint, sub_sequence = lease.checkpoint_sub, "shard consumer started");
+    let mut reader = context.reader(shard_id.clone(), start);
+    info!(checkpoint = %lease.checkpoint, sub_sequence = lease.checkpoint_sub, retrieval = context.retrieval.name(), "shard consumer started");
     let mut last_checkpointed = applied.clone();
     let mut last_checkpoint_at = Instant::now();
     let mut lag_millis: Option<u64> = None;
     let mut failures: u32 = 0;
-    let mut iterator: Option<String> = None;
-    let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
     let mut last_lag_sample: Option<Instant> = None;
     let mut since_checkpoint: u64 = 0;
     let end = loop {
@@ -182,54 +197,21 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break ConsumerEnd::ShutDown;
         }
-        // Pause: backoff after failures, and Kinesis's per-shard call rate.
-        let pause = if failures > 0 {
-            backoff(failures)
-        } else {
-            MIN_CALL_INTERVAL.saturating_sub(last_call.elapsed())
-        };
-        if !pause.is_zero() && wait(pause, &held.lost, &shutdown).await {
+        if failures > 0 && wait(backoff(failures), &held.lost, &shutdown).await {
             continue;
         }
-        let it = match iterator.take() {
-            Some(it) => it,
-            None => match shard_iterator(&context, &shard_id, &start).await {
-                Ok(it) => it,
-                Err((retry, detail)) => {
-                    failures += 1;
-                    log_failure(retry, failures, "GetShardIterator failed", &detail);
-                    continue;
-                }
-            },
+        // Whichever retrieval feeds it, a page is applied before the next
+        // is asked for; a lost lease or a stop interrupts the wait.
+        let page = tokio::select! {
+            _ = held.lost.cancelled() => continue,
+            _ = shutdown.cancelled() => continue,
+            page = reader.next_page() => page,
         };
-        last_call = Instant::now();
-        let page = match context
-            .kinesis
-            .get_records()
-            .shard_iterator(&it)
-            .limit(context.max_records)
-            .send()
-            .await
-        {
+        let page = match page {
             Ok(page) => page,
-            Err(error) => {
-                let expired = error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_expired_iterator_exception());
-                if expired {
-                    // Re-acquired from the last applied position.
-                    info!("shard iterator expired; re-acquiring from the last applied position");
-                    start = applied.clone().map_or(start, Start::At);
-                } else {
-                    failures += 1;
-                    log_failure(
-                        retry_class(&error),
-                        failures,
-                        "GetRecords failed",
-                        &describe_error(&error),
-                    );
-                    iterator = Some(it);
-                }
+            Err(e) => {
+                failures += 1;
+                log_failure(e.retry, failures, e.what, &e.detail);
                 continue;
             }
         };
@@ -243,8 +225,6 @@ pub async fn run(
             telemetry::lag(shard_id.as_str(), lag);
             last_lag_sample = Some(Instant::now());
         }
-        let next = page.next_shard_iterator.clone();
-        let children = page.child_shards.clone().unwrap_or_default();
         let mut records = Vec::with_capacity(page.records.len());
         for raw in page.records {
             let sequence = raw.sequence_number.clone();
@@ -257,11 +237,6 @@ pub async fn run(
                 }
             }
         }
-        // At the tip of the shard (nothing newer to read), the next read
-        // waits the idle time, records or not, as KCL's polling does: one
-        // read and one batch of writes a second per shard at a steady rate,
-        // instead of five. Behind the tip, reads follow each other.
-        let caught_up = lag_millis == Some(0);
         if !records.is_empty() {
             let mut figures = BatchFigures {
                 kinesis_records: records.len() as u64,
@@ -283,6 +258,7 @@ pub async fn run(
                 let started = Instant::now();
                 match apply(&context, &batch, &held.lost, &shutdown).await {
                     Some((position, report)) => {
+                        reader.applied(&position);
                         applied = Some(position);
                         figures.sink_writes = report.writes as u64;
                         figures.sink_recounts = report.recounted as u64;
@@ -295,14 +271,10 @@ pub async fn run(
             since_checkpoint += figures.user_records;
             telemetry::batch_processed(shard_id.as_str(), &figures);
         }
-        if let Some(position) = &applied {
-            start = Start::At(position.clone());
-        }
-        let Some(next) = next else {
+        if let Some(children) = page.shard_end {
             // The shard is closed and read to its end.
             break shard_end(&context, &held, &lease, children).await;
-        };
-        iterator = Some(next);
+        }
         if last_checkpoint_at.elapsed() >= context.checkpoint_interval
             && applied != last_checkpointed
             && let Some(position) = &applied
@@ -323,9 +295,6 @@ pub async fn run(
                 Err(LeaseError::Lost { .. }) => break ConsumerEnd::LeaseLost,
                 Err(e) => warn!(error = %e, "checkpoint failed; will try again"),
             }
-        }
-        if caught_up {
-            wait(context.idle_time, &held.lost, &shutdown).await;
         }
     };
     if end == ConsumerEnd::ShutDown
@@ -450,34 +419,6 @@ async fn shard_end(
             warn!(error = %e, "could not checkpoint SHARD_END; the next owner will read the end again");
             ConsumerEnd::ShutDown
         }
-    }
-}
-
-async fn shard_iterator(
-    context: &ConsumerContext,
-    shard_id: &ShardId,
-    start: &Start,
-) -> Result<String, (Retry, String)> {
-    let request = context.stream.apply_get_iterator(
-        context
-            .kinesis
-            .get_shard_iterator()
-            .shard_id(shard_id.as_str()),
-    );
-    let request = match start {
-        Start::Sentinel(kind) => request.shard_iterator_type(kind.clone()),
-        Start::Timestamp(at) => request
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(*at),
-        Start::At(position) => request
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .starting_sequence_number(position.sequence.as_str()),
-    };
-    match request.send().await {
-        Ok(out) => out
-            .shard_iterator
-            .ok_or((Retry::Transient, "no iterator returned".to_string())),
-        Err(error) => Err((retry_class(&error), describe_error(&error))),
     }
 }
 

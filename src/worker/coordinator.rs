@@ -67,6 +67,20 @@ impl Observations {
             }),
         }
     }
+
+    /// When the earliest of `leases` held by another worker and not yet
+    /// expired will expire, if nothing renews it first.
+    pub fn next_expiry(&self, leases: &[Lease], me: &str, failover: Duration) -> Option<Instant> {
+        leases
+            .iter()
+            .filter(|l| l.owner.as_deref().is_some_and(|o| o != me))
+            .filter_map(|l| {
+                let seen = self.seen.get(&l.key)?;
+                (seen.counter == l.counter).then_some(seen.since + failover)
+            })
+            .filter(|at| *at > Instant::now())
+            .min()
+    }
 }
 
 /// How a lease is to be taken.
@@ -170,6 +184,14 @@ pub fn plan_takes(
     takes
 }
 
+/// Sleeps until `at` (forever if `None`; the branch is disabled then).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Running {
     held: Arc<HeldLease>,
     /// Graceful stop for this shard's consumer (a child of the root).
@@ -186,6 +208,11 @@ pub struct Coordinator {
     tasks: JoinSet<(String, ConsumerEnd)>,
     /// Shards whose consumer ended at SHARD_END (no longer renewed).
     finished: HashSet<String>,
+    /// When a peer's lease expires unless renewed: a scan is made then,
+    /// not at the next take tick, so a crashed worker's shards move within
+    /// the failover time plus one take interval (the lag of seeing its
+    /// last renewal) of that renewal.
+    next_expiry: Option<Instant>,
 }
 
 impl Coordinator {
@@ -200,6 +227,7 @@ impl Coordinator {
             running: HashMap::new(),
             tasks: JoinSet::new(),
             finished: HashSet::new(),
+            next_expiry: None,
         }
     }
 
@@ -222,10 +250,11 @@ impl Coordinator {
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     self.consumer_ended(done);
                 }
-                _ = take.tick() => match self.table.list().await {
-                    Ok(leases) => self.take_and_balance(leases, &shutdown).await,
-                    Err(e) => warn!(error = %e, "could not list leases; will try again"),
-                },
+                _ = take.tick() => self.scan_and_take(&shutdown).await,
+                _ = sleep_until_some(self.next_expiry), if self.next_expiry.is_some() => {
+                    self.next_expiry = None;
+                    self.scan_and_take(&shutdown).await;
+                }
                 _ = sync.tick() => match shard_sync(&self.context, &self.table).await {
                     Ok(_) => telemetry::shard_synced(&self.owner),
                     Err(e) => warn!(error = %e, "shard sync failed; will try again"),
@@ -233,6 +262,13 @@ impl Coordinator {
             }
         }
         self.drain().await;
+    }
+
+    async fn scan_and_take(&mut self, shutdown: &CancellationToken) {
+        match self.table.list().await {
+            Ok(leases) => self.take_and_balance(leases, shutdown).await,
+            Err(e) => warn!(error = %e, "could not list leases; will try again"),
+        }
     }
 
     fn consumer_ended(&mut self, done: Result<(String, ConsumerEnd), tokio::task::JoinError>) {
@@ -291,6 +327,9 @@ impl Coordinator {
             .into_iter()
             .filter(|l| !self.finished.contains(&l.key))
             .collect();
+        self.next_expiry =
+            self.observations
+                .next_expiry(&leases, &self.owner, self.config.failover_time);
         let held: HashSet<&str> = self.running.keys().map(String::as_str).collect();
         let takes = plan_takes(
             &leases,
@@ -307,7 +346,12 @@ impl Coordinator {
             }
             match self
                 .table
-                .take(&lease.key, lease.counter, &self.owner)
+                .take(
+                    &lease.key,
+                    lease.counter,
+                    &self.owner,
+                    self.context.retrieval.name(),
+                )
                 .await
             {
                 Ok(counter) => {
@@ -628,6 +672,29 @@ mod tests {
         assert_eq!(
             plan(&leases, &seen, &["s1"]),
             vec![("s0".into(), How::Expired)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_expiry_is_the_earliest_unrenewed_peer_lease() {
+        let mut seen = Observations::default();
+        let first = vec![lease("s0", Some("peer"), 1), lease("s1", Some("me"), 1)];
+        seen.observe(&first, Instant::now());
+        let start = Instant::now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let later = vec![lease("s0", Some("peer"), 1), lease("s2", Some("peer"), 5)];
+        seen.observe(&later, Instant::now());
+        assert_eq!(
+            seen.next_expiry(&later, "me", FAILOVER),
+            Some(start + FAILOVER),
+            "s0, seen first; never this worker's own"
+        );
+        // s0 has expired; s2 (seen 2 s later) has not yet.
+        tokio::time::advance(FAILOVER - Duration::from_secs(1)).await;
+        assert_eq!(
+            seen.next_expiry(&later, "me", FAILOVER),
+            Some(start + Duration::from_secs(2) + FAILOVER),
+            "an expired lease is left to the take ticks"
         );
     }
 

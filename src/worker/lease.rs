@@ -32,6 +32,8 @@ pub const ENDING_HASH_KEY: &str = "endingHashKey";
 pub const STREAM: &str = "shardwiseStream";
 /// The owner's last MillisBehindLatest for the shard (for `status`).
 pub const LAG_MILLIS: &str = "shardwiseMillisBehindLatest";
+/// How the owner reads the shard, `polling` or `efo` (for `status`).
+pub const RETRIEVAL: &str = "shardwiseRetrieval";
 
 /// Checkpoint sentinels KCL writes besides sequence numbers.
 pub const TRIM_HORIZON: &str = "TRIM_HORIZON";
@@ -55,6 +57,8 @@ pub struct Lease {
     pub ending_hash_key: Option<String>,
     pub stream: Option<String>,
     pub lag_millis: Option<u64>,
+    /// The retrieval of the worker that last took it.
+    pub retrieval: Option<String>,
 }
 
 impl Lease {
@@ -116,6 +120,7 @@ impl Lease {
             ending_hash_key: s(ENDING_HASH_KEY),
             stream: s(STREAM),
             lag_millis: n(LAG_MILLIS),
+            retrieval: s(RETRIEVAL),
         })
     }
 
@@ -351,20 +356,30 @@ impl LeaseTable {
     }
 
     /// Takes a lease (expired, free, or stolen) if its counter is still the
-    /// one seen. Returns the new counter.
+    /// one seen, noting the taker's retrieval. Returns the new counter.
     ///
     /// # Errors
     /// [`LeaseError::Lost`] when another worker moved it first.
-    pub async fn take(&self, key: &str, seen_counter: u64, owner: &str) -> Result<u64, LeaseError> {
+    pub async fn take(
+        &self,
+        key: &str,
+        seen_counter: u64,
+        owner: &str,
+        retrieval: &str,
+    ) -> Result<u64, LeaseError> {
         self.client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, AttributeValue::S(key.to_string()))
-            .update_expression("SET #owner = :owner, #counter = :next ADD #switches :one")
+            .update_expression(
+                "SET #owner = :owner, #counter = :next, #retrieval = :retrieval ADD #switches :one",
+            )
             .condition_expression("#counter = :counter")
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#switches", OWNER_SWITCHES)
+            .expression_attribute_names("#retrieval", RETRIEVAL)
+            .expression_attribute_values(":retrieval", AttributeValue::S(retrieval.to_string()))
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
             .expression_attribute_values(":counter", AttributeValue::N(seen_counter.to_string()))
             .expression_attribute_values(":next", AttributeValue::N((seen_counter + 1).to_string()))

@@ -15,7 +15,9 @@
 
 pub mod consumer;
 pub mod coordinator;
+pub mod fanout;
 pub mod lease;
+pub mod retrieval;
 
 use std::time::Duration;
 
@@ -96,6 +98,16 @@ impl InitialPosition {
     }
 }
 
+/// How a worker reads its shards (`--retrieval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetrievalConfig {
+    /// GetRecords polling (the default).
+    Polling,
+    /// Enhanced fan-out through the stream consumer of this name,
+    /// registered at start if missing.
+    FanOut { consumer_name: String },
+}
+
 /// A worker's validated settings (see `shardwise worker --help`).
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -109,6 +121,7 @@ pub struct WorkerConfig {
     pub take_interval: Duration,
     pub max_records: i32,
     pub idle_time: Duration,
+    pub retrieval: RetrievalConfig,
     pub max_leases: Option<usize>,
     pub shutdown_timeout: Duration,
     pub counts_table: String,
@@ -146,6 +159,8 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Consumer(#[from] fanout::ConsumerError),
     #[error("{0}")]
     ShardSync(String),
 }
@@ -167,7 +182,30 @@ pub async fn run(
         tracing::info!(table = %config.application, "created the lease table");
     }
     check_table_stream(&clients.kinesis, &table, &config.stream).await?;
+    let retrieval = match &config.retrieval {
+        RetrievalConfig::Polling => retrieval::Retrieval::Polling,
+        RetrievalConfig::FanOut { consumer_name } => {
+            let arn = fanout::stream_arn(&clients.kinesis, &config.stream)
+                .await
+                .map_err(|detail| WorkerError::Stream {
+                    stream: config.stream.name().to_string(),
+                    endpoint: endpoint_description("KINESIS"),
+                    detail,
+                })?;
+            let consumer_arn = fanout::ensure_consumer(
+                &clients.kinesis,
+                &arn,
+                config.stream.name(),
+                consumer_name,
+            )
+            .await?;
+            retrieval::Retrieval::FanOut {
+                consumer_arn: consumer_arn.into(),
+            }
+        }
+    };
     let context = ConsumerContext {
+        retrieval,
         kinesis: clients.kinesis.clone(),
         stream: config.stream.clone(),
         sink: CountsSink::new(
@@ -191,6 +229,7 @@ pub async fn run(
         worker_id = %config.worker_id,
         stream = %config.stream.name(),
         application = %config.application,
+        retrieval = context.retrieval.name(),
         "worker started"
     );
     coordinator::Coordinator::new(config, table, context)
