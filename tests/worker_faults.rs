@@ -72,9 +72,9 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
 
     let upstream = std::env::var("AWS_ENDPOINT_URL_KINESIS").expect("local Kinesis");
     let faults = Faults {
-        fail_every: 0,
         budget: 40,
         get_records_fault_every: 3,
+        ..Faults::default()
     };
     let proxy = FaultProxy::start(&upstream, faults).await;
     let mut worker = WorkerProcess::start(
@@ -113,6 +113,74 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
     );
 
     assert_eq!(worker.stop(), Some(0));
+}
+
+/// Enhanced fan-out through the proxy, which cuts every subscription 1.5 s
+/// after it starts, in turn ending it cleanly (as Kinesis ends a session
+/// after 5 minutes) and aborting it mid-stream (a dropped connection),
+/// while records keep arriving. The worker subscribes again from its last
+/// continuation each time: every record counted exactly once, every shard
+/// checkpointed at its last record.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_efo_subscription_cut_mid_stream_resumes_without_loss_or_double_counts() {
+    let clients = local_clients().await;
+    let stream = unique_name("efo-cuts");
+    let counts = unique_name("efo-cuts-counts");
+    let app = unique_name("efo-cuts-app");
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
+        .await
+        .expect("stream");
+    sink::create_table_if_missing(&clients.dynamodb, &counts)
+        .await
+        .expect("table");
+    let upstream = std::env::var("AWS_ENDPOINT_URL_KINESIS").expect("local Kinesis");
+    let faults = Faults {
+        cut_subscriptions_after: Some(Duration::from_millis(1500)),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start(&upstream, faults).await;
+    let worker = WorkerProcess::start(
+        &app,
+        &stream,
+        &counts,
+        &[
+            "--retrieval",
+            "efo",
+            "--checkpoint-interval",
+            "1s",
+            "--failover-time",
+            "3s",
+        ],
+        &[("AWS_ENDPOINT_URL_KINESIS".to_string(), proxy.url.clone())],
+    );
+    // Records arrive over ~10 s, across many cuts of both kinds.
+    let texts: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{} {} cut{}", i % 10, (i * 7) % 10, i % 11).into_bytes())
+        .collect();
+    for (n, chunk) in texts.chunks(50).enumerate() {
+        let puts = puts_of(chunk, &format!("cut{n}"));
+        common::put_records(&clients.kinesis, &stream, &puts).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let last = last_sequences(common::read_all(&clients.kinesis, &stream).await);
+    let expected = expected_counts(texts.iter().map(Vec::as_slice));
+    let took = until_exact_at_the_end(&clients, &counts, &app, &last, &expected, &worker.log).await;
+    let cuts: Vec<u64> = proxy
+        .subscription_cuts
+        .iter()
+        .map(|n| n.load(Ordering::SeqCst))
+        .collect();
+    eprintln!("figure: subscriptions cut (ended, aborted): {cuts:?}; exact after {took:?}");
+    assert!(cuts.iter().all(|n| *n >= 2), "both kinds of cut: {cuts:?}");
+    let text = worker.log();
+    assert!(
+        text.contains("subscription ended; subscribing again"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SubscribeToShard event stream failed"),
+        "{text}"
+    );
 }
 
 /// Poison among good records: not UTF-8, an aggregate whose MD5 is wrong,

@@ -16,7 +16,8 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
+    SubscribeToShardEventStream,
 };
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -333,7 +334,7 @@ impl FanOut {
                 Ok(Ok(None)) => {
                     // Kinesis ends every subscription after 5 minutes.
                     self.events = None;
-                    debug!("subscription ended; subscribing again from the continuation");
+                    info!("subscription ended; subscribing again from the continuation");
                     continue;
                 }
                 Ok(Err(error)) => {
@@ -360,20 +361,84 @@ impl FanOut {
                 // An event type this SDK does not know: nothing to apply.
                 continue;
             };
-            let children = event.child_shards.unwrap_or_default();
-            // The last event of a closed shard has no continuation and
-            // lists the children (KCL's FanOutRecordsPublisher reads it so).
-            let ended = event.continuation_sequence_number.is_empty() || !children.is_empty();
-            if ended {
-                self.events = None;
-            } else {
-                self.continuation = Some(event.continuation_sequence_number);
+            let (page, continuation) = page_of(event);
+            match continuation {
+                Some(continuation) => self.continuation = Some(continuation),
+                // The shard's end: nothing follows on this subscription.
+                None => self.events = None,
             }
-            return Ok(Page {
-                records: event.records,
-                millis_behind_latest: Some(event.millis_behind_latest),
-                shard_end: ended.then_some(children),
-            });
+            return Ok(page);
         }
+    }
+}
+
+/// An event as a page, with the continuation to subscribe from next
+/// (`None` at the shard's end). The last event of a closed shard has no
+/// continuation and lists the children (KCL's FanOutRecordsPublisher reads
+/// it so); either sign is taken as the end.
+fn page_of(event: SubscribeToShardEvent) -> (Page, Option<String>) {
+    let children = event.child_shards.unwrap_or_default();
+    let ended = event.continuation_sequence_number.is_empty() || !children.is_empty();
+    let page = Page {
+        records: event.records,
+        millis_behind_latest: Some(event.millis_behind_latest),
+        shard_end: ended.then_some(children),
+    };
+    (page, (!ended).then_some(event.continuation_sequence_number))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::types::{ChildShard, HashKeyRange};
+
+    fn event(continuation: &str, children: Option<Vec<ChildShard>>) -> SubscribeToShardEvent {
+        SubscribeToShardEvent::builder()
+            .continuation_sequence_number(continuation)
+            .millis_behind_latest(0)
+            .set_records(Some(Vec::new()))
+            .set_child_shards(children)
+            .build()
+            .expect("event")
+    }
+
+    fn child(id: &str) -> ChildShard {
+        ChildShard::builder()
+            .shard_id(id)
+            .parent_shards("shardId-000000000000")
+            .hash_key_range(
+                HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key("1")
+                    .build()
+                    .expect("range"),
+            )
+            .build()
+            .expect("child")
+    }
+
+    #[test]
+    fn an_event_with_a_continuation_carries_on_from_it() {
+        let (page, next) = page_of(event("49000000000000000000000000000001", None));
+        assert_eq!(next.as_deref(), Some("49000000000000000000000000000001"));
+        assert!(page.shard_end.is_none());
+        assert_eq!(page.millis_behind_latest, Some(0));
+    }
+
+    #[test]
+    fn the_last_event_of_a_closed_shard_ends_it_with_its_children() {
+        // As Kinesis sends it: no continuation, the children listed.
+        let (page, next) = page_of(event("", Some(vec![child("a"), child("b")])));
+        assert_eq!(next, None);
+        let ids: Vec<String> = page
+            .shard_end
+            .expect("end")
+            .into_iter()
+            .map(|c| c.shard_id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        // Children listed beside a continuation still end the shard.
+        let (page, next) = page_of(event("4900", Some(vec![child("a")])));
+        assert!(page.shard_end.is_some() && next.is_none());
     }
 }

@@ -4,20 +4,27 @@
 //! of each PutRecords call's entries is *withheld* from the engine and
 //! answered as `ProvisionedThroughputExceededException`, exactly as Kinesis
 //! reports a partial failure: those records really were not written.
+//! SubscribeToShard responses are streamed through, and can be cut after a
+//! set time: in turn ended cleanly (as Kinesis ends a session) and aborted
+//! mid-stream (a dropped connection).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// What the proxy does.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Faults {
     /// PutRecords: fail every n-th entry (counting across calls); 0: never.
     pub fail_every: u64,
@@ -27,6 +34,9 @@ pub struct Faults {
     /// engine's answer, cycling through throttling, an expired iterator,
     /// a 500 and a dropped connection; 0: never.
     pub get_records_fault_every: u64,
+    /// SubscribeToShard: cut each subscription's response this long after
+    /// it started, in turn ending it cleanly and aborting it.
+    pub cut_subscriptions_after: Option<Duration>,
 }
 
 impl Faults {
@@ -34,8 +44,47 @@ impl Faults {
         Self {
             fail_every,
             budget,
-            get_records_fault_every: 0,
+            ..Self::default()
         }
+    }
+}
+
+/// The proxy's answers: buffered, or streamed (SubscribeToShard).
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+fn buffered(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed())
+}
+
+/// A streamed body that ends (or, with `abort`, fails) at `deadline`.
+struct Cut {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    abort: bool,
+    /// Counted here when the cut comes: [ended, aborted].
+    cuts: Arc<[AtomicU64; 2]>,
+}
+
+impl Body for Cut {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.cuts[usize::from(this.abort)].fetch_add(1, Ordering::SeqCst);
+            return Poll::Ready(if this.abort {
+                Some(Err(std::io::Error::other("cut by the test proxy")))
+            } else {
+                None
+            });
+        }
+        Pin::new(&mut this.inner)
+            .poll_frame(cx)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -53,6 +102,8 @@ pub struct FaultProxy {
     pub injected: Arc<AtomicU64>,
     /// GetRecords faults injected, by kind (as in `GET_RECORDS_FAULTS`).
     pub get_records_faults: Arc<[AtomicU64; 4]>,
+    /// Subscriptions cut: [ended cleanly, aborted].
+    pub subscription_cuts: Arc<[AtomicU64; 2]>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,9 +128,12 @@ impl FaultProxy {
             injected: Arc::new(AtomicU64::new(0)),
             get_records_calls: AtomicU64::new(0),
             get_records_faults: Arc::new(Default::default()),
+            subscriptions: AtomicU64::new(0),
+            subscription_cuts: Arc::new(Default::default()),
         });
         let injected = state.injected.clone();
         let get_records_faults = state.get_records_faults.clone();
+        let subscription_cuts = state.subscription_cuts.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -108,6 +162,7 @@ impl FaultProxy {
             url: format!("http://{addr}"),
             injected,
             get_records_faults,
+            subscription_cuts,
             task,
         }
     }
@@ -121,11 +176,13 @@ struct State {
     injected: Arc<AtomicU64>,
     get_records_calls: AtomicU64,
     get_records_faults: Arc<[AtomicU64; 4]>,
+    subscriptions: AtomicU64,
+    subscription_cuts: Arc<[AtomicU64; 2]>,
 }
 
 impl State {
     /// The answer to a request; `None` drops the connection instead.
-    async fn handle(&self, request: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    async fn handle(&self, request: Request<Incoming>) -> Option<Response<ProxyBody>> {
         let target = request
             .headers()
             .get("x-amz-target")
@@ -160,9 +217,62 @@ impl State {
                 hyper::header::HeaderValue::from_str(code)
                     .unwrap_or(hyper::header::HeaderValue::from_static("Unknown")),
             );
-            return Some(response);
+            return Some(buffered(response));
         }
-        Some(self.handle_put_records(request).await)
+        if target.ends_with(".SubscribeToShard") {
+            return Some(self.subscribe(request).await);
+        }
+        Some(buffered(self.handle_put_records(request).await))
+    }
+
+    /// Forwards a SubscribeToShard call and streams its events back, cut
+    /// as the faults say.
+    async fn subscribe(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return buffered(error(
+                    502,
+                    &format!("proxy could not read the request: {e}"),
+                ));
+            }
+        };
+        let Some(request) = self.upstream_request(&parts, body) else {
+            return buffered(error(500, "proxy could not build the request"));
+        };
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                return buffered(error(
+                    502,
+                    &format!("proxy could not reach the engine: {e}"),
+                ));
+            }
+        };
+        let (parts, incoming) = response.into_parts();
+        let body: ProxyBody = match self.faults.cut_subscriptions_after {
+            Some(after) if parts.status == 200 => {
+                let n = self.subscriptions.fetch_add(1, Ordering::SeqCst);
+                Cut {
+                    inner: incoming,
+                    deadline: Box::pin(tokio::time::sleep(after)),
+                    abort: n % 2 == 1,
+                    cuts: self.subscription_cuts.clone(),
+                }
+                .boxed()
+            }
+            _ => incoming.map_err(std::io::Error::other).boxed(),
+        };
+        let mut builder = Response::builder().status(parts.status);
+        for (name, value) in &parts.headers {
+            if name != "content-length" {
+                builder = builder.header(name, value);
+            }
+        }
+        builder
+            .body(body)
+            .unwrap_or_else(|_| buffered(error(500, "proxy could not copy the answer")))
     }
 
     async fn handle_put_records(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -235,12 +345,12 @@ impl State {
             .unwrap_or_else(|_| error(500, "proxy could not build its answer"))
     }
 
-    /// Forwards a request; returns the response and its body.
-    async fn forward(
+    /// The request to send upstream for `parts` and `body`.
+    fn upstream_request(
         &self,
         parts: &hyper::http::request::Parts,
         body: Bytes,
-    ) -> (Response<Full<Bytes>>, Bytes) {
+    ) -> Option<Request<Full<Bytes>>> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut builder = Request::builder()
             .method(parts.method.clone())
@@ -250,7 +360,16 @@ impl State {
                 builder = builder.header(name, value);
             }
         }
-        let Ok(request) = builder.body(Full::new(body)) else {
+        builder.body(Full::new(body)).ok()
+    }
+
+    /// Forwards a request; returns the response and its body.
+    async fn forward(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+    ) -> (Response<Full<Bytes>>, Bytes) {
+        let Some(request) = self.upstream_request(parts, body) else {
             return (
                 error(500, "proxy could not build the request"),
                 Bytes::new(),
