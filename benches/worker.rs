@@ -2,7 +2,7 @@
 //!
 //!     eval "$(localstack/up)"
 //!     cargo bench --bench worker                 # every scenario
-//!     cargo bench --bench worker -- throughput   # or: latency, failover, memory
+//!     cargo bench --bench worker -- throughput   # or: latency, efo, failover, memory
 //!
 //! - throughput: a stream of 4 shards pre-loaded with KPL-aggregated user
 //!   records of the producer's text (10 random digits each; aggregated, so
@@ -15,6 +15,8 @@
 //!   records/s) and, beside it, one marker record every 100 ms whose word
 //!   appears nowhere else; put→counted is the time from sending a marker to
 //!   seeing its word in the counts table (polled every 50 ms).
+//! - efo: enhanced fan-out beside polling in one run: CPU per million
+//!   user records from a backlog, and put→counted latency as above.
 //! - failover: two workers on 4 shards; `kill -9` one, then SIGTERM the
 //!   other: how long until the survivor owns every lease.
 //! - memory: one worker holding 32 shards: resident set size.
@@ -61,8 +63,11 @@ fn main() {
         }
         if wanted("latency") {
             // The default, then the setting that trades latency for writes.
-            latency(&clients, "1s").await;
-            latency(&clients, "3s").await;
+            latency(&clients, "--idle-time 1s", &["--idle-time", "1s"]).await;
+            latency(&clients, "--idle-time 3s", &["--idle-time", "3s"]).await;
+        }
+        if wanted("efo") {
+            efo(&clients).await;
         }
         if wanted("failover") {
             failover(&clients).await;
@@ -260,17 +265,13 @@ async fn count_with_worker(
     clients: &Clients,
     stream: &str,
     expected: &BTreeMap<String, u64>,
-    metrics: &str,
+    extra: &[&str],
 ) -> WorkerRun {
     let counts = new_counts(clients).await;
     let app = unique_name("bench-tp");
-    let mut worker = WorkerProcess::start(
-        &app,
-        stream,
-        &counts,
-        &["--worker-id", "bench", "--metrics", metrics],
-        &[],
-    );
+    let mut flags = vec!["--worker-id", "bench"];
+    flags.extend_from_slice(extra);
+    let mut worker = WorkerProcess::start(&app, stream, &counts, &flags, &[]);
     let pid = worker.pid().to_string();
     let done = loop {
         if totals(clients, &counts).await == *expected {
@@ -291,11 +292,16 @@ async fn count_with_worker(
     }
 }
 
-async fn throughput(clients: &Clients) {
-    const USER_RECORDS: usize = 600_000;
+/// A stream of SHARDS shards pre-loaded with `user_records` of the
+/// producer's text, KPL-aggregated; returns it, the exact counts, and how
+/// many Kinesis records hold them.
+async fn preloaded(
+    clients: &Clients,
+    user_records: usize,
+) -> (String, BTreeMap<String, u64>, usize) {
     let stream = new_stream(clients, "bench-tp", SHARDS).await;
     let mut rng = fastrand::Rng::with_seed(7);
-    let texts: Vec<Vec<u8>> = (0..USER_RECORDS).map(|_| producer_text(&mut rng)).collect();
+    let texts: Vec<Vec<u8>> = (0..user_records).map(|_| producer_text(&mut rng)).collect();
     let expected = expected_counts(texts.iter().map(Vec::as_slice));
     let users = texts.iter().enumerate().map(|(i, data)| UserRecord {
         partition_key: format!("key-{}", i % 1000),
@@ -315,11 +321,16 @@ async fn throughput(clients: &Clients) {
     let loading = Instant::now();
     common::put_records(&clients.kinesis, &stream, &puts).await;
     println!(
-        "throughput: {USER_RECORDS} user records in {} aggregated records over {SHARDS} shards, \
-         loaded in {:.1}s",
+        "loaded {user_records} user records in {} aggregated records over {SHARDS} shards in {:.1}s",
         puts.len(),
         loading.elapsed().as_secs_f64()
     );
+    (stream, expected, puts.len())
+}
+
+async fn throughput(clients: &Clients) {
+    const USER_RECORDS: usize = 600_000;
+    let (stream, expected, aggregates) = preloaded(clients, USER_RECORDS).await;
     let me = std::process::id().to_string();
     let (mut loop_rates, mut loop_cpus) = (Vec::new(), Vec::new());
     let (mut worker_rates, mut worker_cpus, mut writes) = (Vec::new(), Vec::new(), Vec::new());
@@ -329,16 +340,16 @@ async fn throughput(clients: &Clients) {
         let (cpu_before, start) = (cpu_seconds(&me), Instant::now());
         let read = bare_loop(&clients.kinesis, &stream).await;
         let seconds = start.elapsed().as_secs_f64();
-        assert_eq!(read, puts.len(), "the loop read every record");
+        assert_eq!(read, aggregates, "the loop read every record");
         loop_rates.push(USER_RECORDS as f64 / seconds);
         loop_cpus.push((cpu_seconds(&me) - cpu_before) / millions);
 
-        let run = count_with_worker(clients, &stream, &expected, "emf").await;
+        let run = count_with_worker(clients, &stream, &expected, &["--metrics", "emf"]).await;
         worker_rates.push(USER_RECORDS as f64 / run.seconds);
         worker_cpus.push(run.cpu / millions);
         writes.push(run.writes / USER_RECORDS as f64 * 1000.0);
 
-        let quiet = count_with_worker(clients, &stream, &expected, "off").await;
+        let quiet = count_with_worker(clients, &stream, &expected, &["--metrics", "off"]).await;
         quiet_rates.push(USER_RECORDS as f64 / quiet.seconds);
         quiet_cpus.push(quiet.cpu / millions);
         println!(
@@ -393,18 +404,16 @@ async fn throughput(clients: &Clients) {
 
 // ---------------------------------------------------------------- latency
 
-async fn latency(clients: &Clients, idle: &str) {
+/// Put→counted latency and steady-state writes of a worker started with
+/// `extra` flags (`label` names them in the figures); returns (p50, p99).
+async fn latency(clients: &Clients, label: &str, extra: &[&str]) -> (f64, f64) {
     const MARKERS: usize = 300;
     let stream = new_stream(clients, "bench-lat", SHARDS).await;
     let counts = new_counts(clients).await;
     let app = unique_name("bench-lat");
-    let mut worker = WorkerProcess::start(
-        &app,
-        &stream,
-        &counts,
-        &["--worker-id", "bench", "--idle-time", idle],
-        &[],
-    );
+    let mut flags = vec!["--worker-id", "bench"];
+    flags.extend_from_slice(extra);
+    let mut worker = WorkerProcess::start(&app, &stream, &counts, &flags, &[]);
     let table = LeaseTable::new(clients.dynamodb.clone(), &app);
     while table
         .list()
@@ -507,12 +516,11 @@ async fn latency(clients: &Clients, idle: &str) {
         .map(|d| d.as_secs_f64())
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
     println!(
-        "latency: put->counted p50 {:.3}s, p99 {:.3}s, max {:.3}s over {} of {MARKERS} markers \
-         beside a producer at 1000 records/s, {SHARDS} shards, --idle-time {idle} \
+        "latency: put->counted p50 {p50:.3}s, p99 {p99:.3}s, max {:.3}s over {} of {MARKERS} markers \
+         beside a producer at 1000 records/s, {SHARDS} shards, {label} \
          (goal p50 <= 1.2s, p99 <= 3s)",
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN),
         latencies.len()
     );
@@ -522,8 +530,55 @@ async fn latency(clients: &Clients, idle: &str) {
     let records = produced as f64;
     println!(
         "writes: {:.1} DynamoDB writes per 1000 records of the producer's text at a steady 1000 \
-         records/s, --idle-time {idle} ({writes:.0} writes for {records:.0} records; goal <= 15)",
+         records/s, {label} ({writes:.0} writes for {records:.0} records; goal <= 15)",
         writes / records * 1000.0
+    );
+    (p50, p99)
+}
+
+// -------------------------------------------------------------------- efo
+
+/// Enhanced fan-out beside polling, in one run: CPU per million user
+/// records from a backlog (alternate rounds on one pre-loaded stream), and
+/// put→counted latency under a steady producer.
+async fn efo(clients: &Clients) {
+    const USER_RECORDS: usize = 300_000;
+    let (stream, expected, _) = preloaded(clients, USER_RECORDS).await;
+    let millions = USER_RECORDS as f64 / 1e6;
+    let (mut polling, mut fanout) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let poll = count_with_worker(clients, &stream, &expected, &["--metrics", "off"]).await;
+        let push = count_with_worker(
+            clients,
+            &stream,
+            &expected,
+            &["--metrics", "off", "--retrieval", "efo"],
+        )
+        .await;
+        polling.push(poll.cpu / millions);
+        fanout.push(push.cpu / millions);
+        println!(
+            "  round {round}: polling {:.0}/s ({:.2} CPU s/M); efo {:.0}/s ({:.2} CPU s/M)",
+            USER_RECORDS as f64 / poll.seconds,
+            polling[round - 1],
+            USER_RECORDS as f64 / push.seconds,
+            fanout[round - 1],
+        );
+    }
+    let ratios: Vec<f64> = fanout.iter().zip(&polling).map(|(f, p)| f / p).collect();
+    println!(
+        "efo cpu: {:.2} CPU s per million user records, polling {:.2}: efo/polling = {:.2} (median of {ROUNDS})",
+        median(fanout),
+        median(polling),
+        median(ratios)
+    );
+    let (poll_p50, poll_p99) =
+        latency(clients, "polling, --idle-time 1s", &["--idle-time", "1s"]).await;
+    let (efo_p50, efo_p99) = latency(clients, "efo", &["--retrieval", "efo"]).await;
+    println!(
+        "efo latency: p50 {efo_p50:.3}s / p99 {efo_p99:.3}s, polling p50 {poll_p50:.3}s / p99 {poll_p99:.3}s: \
+         efo/polling p50 = {:.2} (goal: efo p50 <= 0.3s)",
+        efo_p50 / poll_p50
     );
 }
 

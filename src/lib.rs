@@ -23,7 +23,7 @@
 //!   exporter (CloudWatch EMF on stdout, Prometheus, or none).
 //! - [`wordcount`]: the pure core: a batch of records in, counts per word out.
 //! - [`worker`]: worker mode: leases (KCL schema), the coordinator, shard
-//!   consumers and checkpoints.
+//!   consumers fed by polling or enhanced fan-out, and checkpoints.
 
 pub mod aggregation;
 pub mod aws;

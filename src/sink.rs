@@ -336,6 +336,43 @@ impl CountsSink {
         }
     }
 
+    /// Checks that the table exists and this process may update it, with
+    /// the one call the sink makes (`UpdateItem`) on a condition that can
+    /// never hold, so nothing is written: a worker without its counts
+    /// table, or without the permission, stops before it takes a lease.
+    ///
+    /// # Errors
+    /// [`SinkError::Rejected`] (missing table, access denied) or
+    /// [`SinkError::Unavailable`].
+    pub async fn check_writable(&self) -> Result<(), SinkError> {
+        let probe = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(WORD, AttributeValue::S("shardwise access check".into()))
+            .key(SHARD, AttributeValue::S("-".into()))
+            .update_expression("ADD #count :zero")
+            .condition_expression("attribute_exists(#word) AND attribute_not_exists(#word)")
+            .expression_attribute_names("#count", COUNT)
+            .expression_attribute_names("#word", WORD)
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .send()
+            .await;
+        match probe {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(error) => Err(match retry_class(&error) {
+                Retry::Transient => SinkError::Unavailable {
+                    table: self.table.clone(),
+                    detail: describe_error(&error),
+                },
+                Retry::Permanent => self.rejected(&error),
+            }),
+        }
+    }
+
     fn rejected(&self, error: &(dyn std::error::Error + 'static)) -> SinkError {
         SinkError::Rejected {
             table: self.table.clone(),

@@ -4,6 +4,9 @@
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
+
+use common::fault_proxy::{FaultProxy, Faults};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{local_clients, unique_name};
@@ -114,4 +117,73 @@ async fn a_nonsense_duration_is_a_usage_error_naming_the_flag() {
     let text = stderr(&out);
     assert!(text.contains("--failover-time"), "{text}");
     assert!(text.contains("banana"), "{text}");
+}
+
+/// A missing counts table stops the worker before it takes any lease.
+#[tokio::test]
+async fn a_missing_counts_table_is_named_before_any_lease_is_taken() {
+    let clients = local_clients().await;
+    let stream = unique_name("nocounts");
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let (app, counts) = (unique_name("app"), unique_name("absent-counts"));
+    let out = worker(&[
+        "--application-name",
+        &app,
+        "--stream",
+        &stream,
+        "--counts-table",
+        &counts,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("counts table \"{counts}\"")),
+        "{text}"
+    );
+    assert!(text.contains("needs its counts table"), "{text}");
+    let leases = LeaseTable::new(clients.dynamodb.clone(), &app)
+        .list()
+        .await
+        .unwrap_or_default();
+    assert!(leases.iter().all(|l| l.owner.is_none()), "{leases:?}");
+}
+
+/// DynamoDB refusing every call as AWS does for a role without the
+/// permission (injected by the proxy): a clear message naming the table
+/// and the permissions, a non-zero exit, within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_table_permissions_are_named_with_the_remedy() {
+    let clients = local_clients().await;
+    let stream = unique_name("denied");
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("local DynamoDB");
+    let proxy = FaultProxy::start(
+        &upstream,
+        Faults {
+            refuse_all_with: Some("AccessDeniedException"),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let app = unique_name("app");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_shardwise"))
+            .args(["worker", "--application-name", &app, "--stream", &stream])
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &proxy.url)
+            .output(),
+    )
+    .await
+    .expect("the worker gives up at once")
+    .expect("shardwise worker");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains(&format!("lease table \"{app}\"")), "{text}");
+    assert!(text.contains("AccessDeniedException"), "{text}");
+    assert!(text.contains("the worker needs dynamodb:"), "{text}");
 }

@@ -183,7 +183,10 @@ pub enum LeaseError {
     #[error("lease table \"{table}\" is unavailable: {detail}")]
     Unavailable { table: String, detail: String },
     /// Refused for good (missing table, no permission, bad request).
-    #[error("lease table \"{table}\" refused the request: {detail}")]
+    #[error(
+        "lease table \"{table}\" refused the request: {detail} (the worker needs \
+         dynamodb:CreateTable, DescribeTable, Scan, PutItem, UpdateItem and DeleteItem on it)"
+    )]
     Rejected { table: String, detail: String },
 }
 

@@ -163,6 +163,11 @@ pub enum WorkerError {
     Consumer(#[from] fanout::ConsumerError),
     #[error("{0}")]
     ShardSync(String),
+    #[error(
+        "{0}: the worker needs its counts table (template.yaml, or `shardwise setup` \
+         locally) and dynamodb:UpdateItem on it"
+    )]
+    CountsTable(String),
 }
 
 /// Runs a worker until `shutdown` fires; then drains, checkpoints and
@@ -182,6 +187,17 @@ pub async fn run(
         tracing::info!(table = %config.application, "created the lease table");
     }
     check_table_stream(&clients.kinesis, &table, &config.stream).await?;
+    // Before a stream consumer is registered (it is billed) or a lease
+    // taken: a worker that could not apply a batch would hold its shards
+    // without moving them.
+    let sink = CountsSink::new(
+        clients.dynamodb.clone(),
+        &config.counts_table,
+        config.sink_concurrency,
+    );
+    sink.check_writable()
+        .await
+        .map_err(|e| WorkerError::CountsTable(e.to_string()))?;
     let retrieval = match &config.retrieval {
         RetrievalConfig::Polling => retrieval::Retrieval::Polling,
         RetrievalConfig::FanOut { consumer_name } => {
@@ -208,11 +224,7 @@ pub async fn run(
         retrieval,
         kinesis: clients.kinesis.clone(),
         stream: config.stream.clone(),
-        sink: CountsSink::new(
-            clients.dynamodb.clone(),
-            &config.counts_table,
-            config.sink_concurrency,
-        ),
+        sink,
         table: table.clone(),
         initial_position: config.initial_position,
         max_records: config.max_records,

@@ -37,6 +37,9 @@ pub struct Faults {
     /// SubscribeToShard: cut each subscription's response this long after
     /// it started, in turn ending it cleanly and aborting it.
     pub cut_subscriptions_after: Option<Duration>,
+    /// Refuse every request with this error code (HTTP 400), as AWS
+    /// answers a caller without the permission: `AccessDeniedException`.
+    pub refuse_all_with: Option<&'static str>,
 }
 
 impl Faults {
@@ -189,6 +192,10 @@ impl State {
             .and_then(|t| t.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        if let Some(code) = self.faults.refuse_all_with {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(buffered(refusal(400, code)));
+        }
         let every = self.faults.get_records_fault_every;
         if target.ends_with(".GetRecords")
             && every > 0
@@ -203,21 +210,7 @@ impl State {
                 "InternalFailure" => (500, "InternalFailure"),
                 other => (400, other),
             };
-            let body =
-                serde_json::json!({ "__type": code, "message": "injected by the test proxy" });
-            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-            *response.status_mut() =
-                hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-            response.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
-            );
-            response.headers_mut().insert(
-                "x-amzn-errortype",
-                hyper::header::HeaderValue::from_str(code)
-                    .unwrap_or(hyper::header::HeaderValue::from_static("Unknown")),
-            );
-            return Some(buffered(response));
+            return Some(buffered(refusal(status, code)));
         }
         if target.ends_with(".SubscribeToShard") {
             return Some(self.subscribe(request).await);
@@ -400,6 +393,24 @@ impl State {
             ),
         }
     }
+}
+
+/// An AWS JSON-protocol error answer with `code`.
+fn refusal(status: u16, code: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "__type": code, "message": "injected by the test proxy" });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        hyper::header::HeaderValue::from_str(code)
+            .unwrap_or(hyper::header::HeaderValue::from_static("Unknown")),
+    );
+    response
 }
 
 fn error(status: u16, message: &str) -> Response<Full<Bytes>> {
