@@ -21,14 +21,7 @@ async fn a_worker_recovers_from_a_ten_second_dynamodb_outage() {
     }
     let aws = PrivateAws::start();
     let clients = aws.clients().await;
-    let stream = unique_name("outage");
-    let counts = unique_name("outage-counts");
-    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
-        .await
-        .expect("stream");
-    sink::create_table_if_missing(&clients.dynamodb, &counts)
-        .await
-        .expect("table");
+    let (stream, counts) = common::new_stream_and_counts(&clients, "outage", 2).await;
     let totals = || async {
         sink::read_totals(&clients.dynamodb, &counts)
             .await

@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::fault_proxy::{FaultProxy, Faults};
 use common::worker_process::WorkerProcess;
 use common::{
-    expected_counts, last_sequences, local_clients, put_and_read_back, puts_of, unique_name, until,
+    expected_counts, last_sequences, local_clients, new_stream_and_counts, put_and_read_back,
+    puts_of, unique_name, until,
 };
 use shardwise::aws::Clients;
 use shardwise::sink;
@@ -54,15 +55,8 @@ async fn until_exact_at_the_end(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connections() {
     let clients = local_clients().await;
-    let stream = unique_name("faults");
-    let counts = unique_name("faults-counts");
+    let (stream, counts) = new_stream_and_counts(&clients, "faults", 2).await;
     let app = unique_name("faults-app");
-    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
-        .await
-        .expect("stream");
-    sink::create_table_if_missing(&clients.dynamodb, &counts)
-        .await
-        .expect("table");
     let texts: Vec<Vec<u8>> = (0..1000)
         .map(|i| format!("{} {} fault{}", i % 10, (i * 3) % 10, i % 7).into_bytes())
         .collect();
@@ -124,15 +118,8 @@ async fn a_worker_rides_out_throttling_expired_iterators_500s_and_dropped_connec
 #[tokio::test(flavor = "multi_thread")]
 async fn an_efo_subscription_cut_mid_stream_resumes_without_loss_or_double_counts() {
     let clients = local_clients().await;
-    let stream = unique_name("efo-cuts");
-    let counts = unique_name("efo-cuts-counts");
+    let (stream, counts) = new_stream_and_counts(&clients, "efo-cuts", 2).await;
     let app = unique_name("efo-cuts-app");
-    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
-        .await
-        .expect("stream");
-    sink::create_table_if_missing(&clients.dynamodb, &counts)
-        .await
-        .expect("table");
     let upstream = std::env::var("AWS_ENDPOINT_URL_KINESIS").expect("local Kinesis");
     let faults = Faults {
         cut_subscriptions_after: Some(Duration::from_millis(1500)),
@@ -191,15 +178,8 @@ async fn an_efo_subscription_cut_mid_stream_resumes_without_loss_or_double_count
 async fn poison_records_never_stop_a_shard_and_are_reported_once() {
     use shardwise::aggregation::{self, UserRecord};
     let clients = local_clients().await;
-    let stream = unique_name("poison");
-    let counts = unique_name("poison-counts");
+    let (stream, counts) = new_stream_and_counts(&clients, "poison", 2).await;
     let app = unique_name("poison-app");
-    shardwise::setup::ensure_stream(&clients.kinesis, &stream, 2)
-        .await
-        .expect("stream");
-    sink::create_table_if_missing(&clients.dynamodb, &counts)
-        .await
-        .expect("table");
 
     let good: Vec<Vec<u8>> = (0..200)
         .map(|i| format!("{} good {}", i % 10, i % 3).into_bytes())

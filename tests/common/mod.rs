@@ -41,6 +41,24 @@ pub struct Put {
     pub data: Vec<u8>,
 }
 
+/// A new stream of `shards` shards and a new counts table, both named
+/// after `prefix`: every test has its own.
+pub async fn new_stream_and_counts(
+    clients: &Clients,
+    prefix: &str,
+    shards: u32,
+) -> (String, String) {
+    let stream = unique_name(prefix);
+    let counts = unique_name(&format!("{prefix}-counts"));
+    shardwise::setup::ensure_stream(&clients.kinesis, &stream, shards)
+        .await
+        .expect("stream");
+    shardwise::sink::create_table_if_missing(&clients.dynamodb, &counts)
+        .await
+        .expect("counts table");
+    (stream, counts)
+}
+
 /// One `Put` per text, each with its own partition key `<prefix>-<n>`.
 pub fn puts_of(texts: &[Vec<u8>], prefix: &str) -> Vec<Put> {
     texts
