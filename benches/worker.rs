@@ -231,13 +231,23 @@ async fn bare_loop(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> usize {
                     )
                     .await;
                     last_call = Instant::now();
-                    let page = kinesis
+                    let page = match kinesis
                         .get_records()
-                        .shard_iterator(it)
+                        .shard_iterator(it.clone())
                         .limit(10_000)
                         .send()
                         .await
-                        .expect("GetRecords");
+                    {
+                        Ok(page) => page,
+                        // The engine stalls now and then on a loaded
+                        // machine; the worker retries, and so does the
+                        // baseline, with the same iterator.
+                        Err(e) => {
+                            eprintln!("  loop: GetRecords failed ({e}); retrying");
+                            iterator = Some(it);
+                            continue;
+                        }
+                    };
                     read += page.records().len();
                     if page.records().is_empty() && page.millis_behind_latest == Some(0) {
                         break;
