@@ -438,11 +438,22 @@ async fn a_worker_restarted_under_the_same_id_after_kill_9_takes_its_own_leases_
 /// (the intruder never renewing) takes it back after the failover time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_stolen_from_under_a_worker_stops_that_shard_without_a_checkpoint() {
+    lease_stolen_stops_the_shard(Retrieval::Polling).await;
+}
+
+/// With EFO, the lost shard's subscription is dropped with it, and the
+/// worker subscribes again when it takes the lease back.
+#[tokio::test(flavor = "multi_thread")]
+async fn efo_a_lease_stolen_from_under_a_worker_stops_that_shard_without_a_checkpoint() {
+    lease_stolen_stops_the_shard(Retrieval::Efo).await;
+}
+
+async fn lease_stolen_stops_the_shard(retrieval: Retrieval) {
     use aws_sdk_dynamodb::types::AttributeValue;
     let s = setup(1).await;
     let first = texts(0, 300);
     put(&s, &first).await;
-    let worker = Worker::start(&s.app, &s.stream, &s.counts, "victim");
+    let worker = Worker::start_with(&s.app, &s.stream, &s.counts, "victim", retrieval);
     let expected = expected_counts(first.iter().map(Vec::as_slice));
     until("exact counts", Duration::from_secs(60), || async {
         totals(&s).await == expected

@@ -182,7 +182,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let table = LeaseTable::new(clients.dynamodb.clone(), &config.application);
-    check_stream(&clients.kinesis, &config.stream).await?;
+    let stream_arn = check_stream(&clients.kinesis, &config.stream).await?;
     if table.create_if_missing().await? {
         tracing::info!(table = %config.application, "created the lease table");
     }
@@ -201,16 +201,9 @@ pub async fn run(
     let retrieval = match &config.retrieval {
         RetrievalConfig::Polling => retrieval::Retrieval::Polling,
         RetrievalConfig::FanOut { consumer_name } => {
-            let arn = fanout::stream_arn(&clients.kinesis, &config.stream)
-                .await
-                .map_err(|detail| WorkerError::Stream {
-                    stream: config.stream.name().to_string(),
-                    endpoint: endpoint_description("KINESIS"),
-                    detail,
-                })?;
             let consumer_arn = fanout::ensure_consumer(
                 &clients.kinesis,
-                &arn,
+                &stream_arn,
                 config.stream.name(),
                 consumer_name,
             )
@@ -250,16 +243,25 @@ pub async fn run(
     Ok(())
 }
 
+/// Checks that the stream exists; returns its ARN (enhanced fan-out
+/// registers its consumer by ARN).
 async fn check_stream(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
-) -> Result<(), WorkerError> {
+) -> Result<String, WorkerError> {
     let request = match stream {
         StreamRef::Name(name) => kinesis.describe_stream_summary().stream_name(name),
         StreamRef::Arn { arn, .. } => kinesis.describe_stream_summary().stream_arn(arn),
     };
     match request.send().await {
-        Ok(_) => Ok(()),
+        Ok(out) => out
+            .stream_description_summary
+            .map(|s| s.stream_arn)
+            .ok_or_else(|| WorkerError::Stream {
+                stream: stream.name().to_string(),
+                endpoint: endpoint_description("KINESIS"),
+                detail: "DescribeStreamSummary returned no stream".to_string(),
+            }),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_not_found_exception()) =>
