@@ -118,8 +118,13 @@ pub enum Retry {
     Permanent,
 }
 
-/// Error codes AWS uses for throttling and overload, across services.
+/// Error codes AWS uses for throttling and overload, across services, and
+/// for a resource that is busy for now (`ResourceInUseException`: a stream
+/// or table being updated, a stream consumer not ACTIVE yet, a shard whose
+/// previous subscription is still closing). Callers for whom "in use"
+/// means something else (CreateTable: it exists) match it before this.
 const TRANSIENT_CODES: &[&str] = &[
+    "ResourceInUseException",
     "ThrottlingException",
     "Throttling",
     "ProvisionedThroughputExceededException",

@@ -326,13 +326,7 @@ impl CountsSink {
                     other => Err(self.rejected(&other)),
                 }
             }
-            Err(error) => Err(match retry_class(&error) {
-                Retry::Transient => SinkError::Unavailable {
-                    table: self.table.clone(),
-                    detail: describe_error(&error),
-                },
-                Retry::Permanent => self.rejected(&error),
-            }),
+            Err(error) => Err(classify(&self.table, &error)),
         }
     }
 
@@ -363,13 +357,7 @@ impl CountsSink {
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 Ok(())
             }
-            Err(error) => Err(match retry_class(&error) {
-                Retry::Transient => SinkError::Unavailable {
-                    table: self.table.clone(),
-                    detail: describe_error(&error),
-                },
-                Retry::Permanent => self.rejected(&error),
-            }),
+            Err(error) => Err(classify(&self.table, &error)),
         }
     }
 
@@ -498,6 +486,21 @@ pub async fn create_table_if_missing(
     Ok(created)
 }
 
+/// A failed call on the counts table, as the caller acts on it: passing
+/// (retry the batch later) or refused for good.
+fn classify<E, R>(table: &str, error: &SdkError<E, R>) -> SinkError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: crate::aws::HttpStatus + std::fmt::Debug + 'static,
+{
+    let detail = describe_error(error);
+    let table = table.to_string();
+    match retry_class(error) {
+        Retry::Transient => SinkError::Unavailable { table, detail },
+        Retry::Permanent => SinkError::Rejected { table, detail },
+    }
+}
+
 /// Every word's total (the sum over its shards' items), largest first, then
 /// by word. Reads the whole table: meant for people and tests, not for the
 /// hot path.
@@ -519,19 +522,7 @@ pub async fn read_totals(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|error| {
-            let detail = describe_error(&error);
-            match retry_class(&error) {
-                Retry::Transient => SinkError::Unavailable {
-                    table: table.to_string(),
-                    detail,
-                },
-                Retry::Permanent => SinkError::Rejected {
-                    table: table.to_string(),
-                    detail,
-                },
-            }
-        })?;
+        let page = page.map_err(|error| classify(table, &error))?;
         for item in page.items() {
             let (Some(AttributeValue::S(word)), Some(AttributeValue::N(count))) =
                 (item.get(WORD), item.get(COUNT))

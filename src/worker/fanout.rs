@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use super::StreamRef;
 use super::retrieval::{Page, ReadError, Start};
 use crate::aws::{Retry, describe_error};
-use crate::record::{Position, ShardId};
+use crate::record::ShardId;
 
 /// Kinesis allows one SubscribeToShard call a second per consumer and
 /// shard (more are refused with `LimitExceededException`).
@@ -161,20 +161,31 @@ pub async fn ensure_consumer(
                     Err(e)
                         if e.as_service_error()
                             .is_some_and(|s| s.is_resource_in_use_exception()) => {}
-                    Err(e) if crate::aws::retry_class(&e) == Retry::Transient && failures < 8 => {
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_millis(250) * failures).await;
+                    Err(e) => {
+                        pause_or_give_up(&mut failures, crate::aws::retry_class(&e))
+                            .await
+                            .map_err(|()| register_error(describe_error(&e)))?;
                     }
-                    Err(e) => return Err(register_error(describe_error(&e))),
                 }
             }
-            Err(e) if crate::aws::retry_class(&e) == Retry::Transient && failures < 8 => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(250) * failures).await;
+            Err(e) => {
+                pause_or_give_up(&mut failures, crate::aws::retry_class(&e))
+                    .await
+                    .map_err(|()| register_error(describe_error(&e)))?;
             }
-            Err(e) => return Err(register_error(describe_error(&e))),
         }
     }
+}
+
+/// After a failed consumer call: a short, growing pause if it may pass
+/// (at most 8 times), else `Err` to give up.
+async fn pause_or_give_up(failures: &mut u32, retry: Retry) -> Result<(), ()> {
+    if retry == Retry::Permanent || *failures >= 8 {
+        return Err(());
+    }
+    *failures += 1;
+    tokio::time::sleep(Duration::from_millis(250) * *failures).await;
+    Ok(())
 }
 
 /// Deregisters the stream consumer `name` (registered consumers are
@@ -217,8 +228,8 @@ pub struct FanOut {
     kinesis: aws_sdk_kinesis::Client,
     consumer_arn: Arc<str>,
     shard_id: ShardId,
-    /// Where a first subscription starts (the checkpoint or the initial
-    /// position), then the last applied position.
+    /// Where the first subscription starts (the checkpoint or the initial
+    /// position); every later one starts after `continuation`.
     start: Start,
     /// The last event's continuation: where the next subscription starts.
     continuation: Option<String>,
@@ -253,10 +264,6 @@ impl FanOut {
             events: None,
             last_subscribe: None,
         }
-    }
-
-    pub(super) fn applied(&mut self, position: &Position) {
-        self.start = Start::At(position.clone());
     }
 
     fn starting_position(&self) -> Result<StartingPosition, ReadError> {
@@ -300,19 +307,9 @@ impl FanOut {
                 what: "SubscribeToShard failed",
                 detail: format!("no answer in {EVENT_TIMEOUT:?}"),
             }),
-            Ok(Err(error)) => {
-                let mut failure = ReadError::of("SubscribeToShard failed", &error);
-                // Another subscription to this shard is still open (a
-                // previous owner's, for up to 5 s) or the consumer is not
-                // ACTIVE yet: both pass.
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_in_use_exception())
-                {
-                    failure.retry = Retry::Transient;
-                }
-                Err(failure)
-            }
+            // Including `ResourceInUseException` (a previous owner's
+            // subscription still open, for up to 5 s): transient.
+            Ok(Err(error)) => Err(ReadError::of("SubscribeToShard failed", &error)),
             Ok(Ok(out)) => {
                 debug!(position = ?self.continuation.as_ref().map_or_else(|| format!("{:?}", self.start), |c| format!("after {c}")), "subscribed");
                 Ok(out.event_stream)
@@ -339,14 +336,10 @@ impl FanOut {
                 }
                 Ok(Err(error)) => {
                     self.events = None;
-                    let mut failure = ReadError::of("SubscribeToShard event stream failed", &error);
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_in_use_exception())
-                    {
-                        failure.retry = Retry::Transient;
-                    }
-                    return Err(failure);
+                    return Err(ReadError::of(
+                        "SubscribeToShard event stream failed",
+                        &error,
+                    ));
                 }
                 Err(_) => {
                     self.events = None;

@@ -115,12 +115,12 @@ impl ShardReader {
         }
     }
 
-    /// Records that `position` is applied: where to resume from after an
-    /// expired iterator or a new subscription.
+    /// Records that `position` is applied: where polling resumes after an
+    /// expired iterator. (Fan-out resumes after the last event's
+    /// continuation, which already covers every applied record.)
     pub fn applied(&mut self, position: &Position) {
-        match self {
-            ShardReader::Polling(reader) => reader.start = Start::At(position.clone()),
-            ShardReader::FanOut(reader) => reader.applied(position),
+        if let ShardReader::Polling(reader) = self {
+            reader.start = Start::At(position.clone());
         }
     }
 }
